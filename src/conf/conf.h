@@ -1,0 +1,106 @@
+/* One configuration schema for all programs. A YAML file (libyaml) is read
+ * into the typed struct peso_conf; every key is declared once in the table
+ * in conf.c with its type, default, allowed range or values, and a line of
+ * documentation. Unknown keys, wrong types and out-of-range values are
+ * errors that name the file, line, key and what was expected. */
+#ifndef PESO_CONF_CONF_H
+#define PESO_CONF_CONF_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define PESO_CONF_PATH 1024
+#define PESO_CONF_NAME 64
+#define PESO_MAX_BLOCKS 16
+#define PESO_MAX_HIDDEN 4
+
+typedef struct peso_conf_data {
+    char format[PESO_CONF_NAME];   /* amazon2023 | amazon2014 | csv | letter | synthetic */
+    char reviews[PESO_CONF_PATH];  /* reviews/interactions file (plain or .gz); letter: .inter.json */
+    char meta[PESO_CONF_PATH];     /* item metadata (amazon2023 JSONL); letter: .index.json */
+    char csv_user[PESO_CONF_NAME]; /* csv column names */
+    char csv_item[PESO_CONF_NAME];
+    char csv_time[PESO_CONF_NAME];
+    char csv_delim[8];             /* one character; "\t" allowed */
+    char csv_time_unit[8];         /* s | ms: unit of the csv time column */
+    int64_t year_min;              /* 0 = no lower bound (UTC calendar years, inclusive) */
+    int64_t year_max;              /* 0 = no upper bound */
+    int64_t skip_bad_lines;        /* tolerate up to N malformed lines (listed) */
+    int64_t max_text;              /* bytes of item text kept per item for the text encoder */
+} peso_conf_data;
+
+typedef struct peso_conf_split {
+    double fractions[PESO_MAX_BLOCKS];
+    int n_fractions;
+    int64_t min_user_interactions;
+    int64_t window;
+    char mode[PESO_CONF_NAME];     /* chronological | user-disjoint */
+    char history[PESO_CONF_NAME];  /* block | all */
+} peso_conf_split;
+
+typedef struct peso_conf_semid {
+    char source[PESO_CONF_NAME];   /* rqvae | import */
+    char features[PESO_CONF_NAME]; /* text | embeddings */
+    char embeddings[PESO_CONF_PATH]; /* HDF5 file: /embeddings float [n,d], /ids strings [n] */
+    char index[PESO_CONF_PATH];    /* .index.json to import (source: import) */
+    char export_index[PESO_CONF_PATH]; /* write the IDs as .index.json here ("" = no) */
+    int64_t text_dim;              /* text hashing encoder output size */
+    int64_t levels;                /* residual levels (3) */
+    int64_t codebook;              /* codes per level (256) */
+    int64_t hidden[PESO_MAX_HIDDEN];
+    int n_hidden;
+    int64_t latent;                /* code vector size */
+    int64_t epochs;
+    int64_t batch;
+    double lr;
+    double beta;                   /* commitment loss weight */
+    int64_t kmeans_iters;
+} peso_conf_semid;
+
+typedef struct peso_conf_synth {
+    int64_t users;                 /* users in D1's time span; new users join every block */
+    int64_t items;                 /* items at the start; new items arrive every block */
+    int64_t clusters;
+    int64_t words_per_cluster;
+    int64_t seq_mean;              /* mean interactions per user */
+    double zipf;                   /* popularity exponent within a cluster */
+    double drift;                  /* a in P_t = a P_{t-1} + (1-a) Q_t */
+    double long_term;              /* share of choices from the long-term interest */
+    double new_user_share;         /* per incremental block, relative to D1 users */
+    double new_item_share;
+} peso_conf_synth;
+
+typedef struct peso_conf {
+    char source[PESO_CONF_PATH];   /* the file read ("<default>" for built-in) */
+    char out_dir[PESO_CONF_PATH];
+    uint64_t seed;
+    int64_t threads;               /* 0 = all cores */
+    peso_conf_data data;
+    peso_conf_split split;
+    peso_conf_semid semid;
+    peso_conf_synth synth;
+} peso_conf;
+
+/* Fills every key with its default. */
+void peso_conf_defaults(peso_conf *c);
+/* Reads a YAML file over the defaults (path NULL = defaults only). */
+int peso_conf_load(peso_conf *c, const char *path, peso_err *err);
+/* Applies one "a.b=value" override (value in YAML syntax, e.g. [0.5, 0.5]). */
+int peso_conf_set(peso_conf *c, const char *assignment, peso_err *err);
+/* Cross-key checks (fractions sum to 1, ...) after all sources are applied. */
+int peso_conf_validate(const peso_conf *c, peso_err *err);
+/* The resolved config as YAML text (malloc'd); stored in every output file. */
+char *peso_conf_dump(const peso_conf *c);
+/* A digest of the keys that determine the dataset (data, split, semid,
+ * synth, seed), hex in out[17]: a dataset made from another config differs. */
+void peso_conf_data_fingerprint(const peso_conf *c, char out[17]);
+/* Markdown table of every key: name, type, default, meaning. */
+char *peso_conf_doc(void);
+
+/* Parses the common command line: --config FILE, --set k=v (repeatable),
+ * --print-config. Unknown options are left for the program: argv is
+ * compacted to them and *argc updated. Sets *print if --print-config. */
+int peso_conf_from_args(peso_conf *c, int *argc, char **argv, int *print, peso_err *err);
+
+#endif

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages PESO builds, tests and plots with.
+# Debian 12 (bookworm) or newer; run as root or with sudo available.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+PKGS=(
+  build-essential cmake pkg-config git
+  libopenmpi-dev openmpi-bin        # MPI data parallelism
+  libhdf5-dev hdf5-tools            # dataset and checkpoint files, h5dump
+  libyaml-dev                       # configuration
+  libjson-c-dev                     # JSON input (fastest of json-c/jansson/cJSON here)
+  zlib1g-dev                        # gzip input
+  libopenblas-dev                   # CPU matrix products
+  libpcre2-dev                      # BPE pre-tokenizer regex
+  libcriterion-dev                  # unit tests
+  python3 python3-venv python3-h5py # reference checks (stdlib Python + h5py)
+  gnuplot-nox                       # report plots
+)
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${PKGS[@]}"
