@@ -9,7 +9,8 @@ PKGS=(
   libopenmpi-dev openmpi-bin        # MPI data parallelism
   libhdf5-dev hdf5-tools            # dataset and checkpoint files, h5dump
   libyaml-dev                       # configuration
-  libjson-c-dev                     # JSON input (fastest of json-c/jansson/cJSON here)
+  libcjson-dev                      # JSON (fastest of cJSON/json-c/jansson, tools/bench/json_libs)
+  libjson-c-dev libjansson-dev      # the other two, for that benchmark
   zlib1g-dev                        # gzip input
   libopenblas-dev                   # CPU matrix products
   libpcre2-dev                      # BPE pre-tokenizer regex

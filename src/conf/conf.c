@@ -89,15 +89,16 @@ static const key_def keys[] = {
     FLT("semid.beta", semid.beta, 0, 100, "0.25", "RQ-VAE commitment loss weight"),
     INT("semid.kmeans_iters", semid.kmeans_iters, 0, 10000, "20", "k-means iterations for codebook init"),
 
-    INT("synth.users", synth.users, 1, 1e8, "600", "synthetic: users active in D1's period"),
+    INT("synth.users", synth.users, 1, 1e8, "500", "synthetic: users active in D1's period"),
     INT("synth.items", synth.items, 1, 1e8, "400", "synthetic: items at the start"),
     INT("synth.clusters", synth.clusters, 1, 100000, "12", "synthetic: item clusters (topics)"),
     INT("synth.words_per_cluster", synth.words_per_cluster, 1, 1000, "8", "synthetic: vocabulary per cluster"),
-    INT("synth.seq_mean", synth.seq_mean, 1, 100000, "14", "synthetic: mean interactions per user"),
+    INT("synth.seq_mean", synth.seq_mean, 1, 100000, "12",
+        "synthetic: mean interactions per active user and block"),
     FLT("synth.zipf", synth.zipf, 0, 10, "1.1", "synthetic: Zipf exponent of popularity within a cluster"),
     FLT("synth.drift", synth.drift, 0, 1, "0.5", "synthetic: a in P_t = a P_{t-1} + (1-a) Q_t"),
     FLT("synth.long_term", synth.long_term, 0, 1, "0.5", "synthetic: share of choices from long-term interest"),
-    FLT("synth.new_user_share", synth.new_user_share, 0, 100, "0.25",
+    FLT("synth.new_user_share", synth.new_user_share, 0, 100, "0.2",
         "synthetic: new users per incremental block, relative to synth.users"),
     FLT("synth.new_item_share", synth.new_item_share, 0, 100, "0.1",
         "synthetic: new items per incremental block, relative to synth.items"),
@@ -131,6 +132,7 @@ static const char *type_name(const key_def *k)
 static void expected(const key_def *k, char *buf, size_t n)
 {
     switch (k->type) {
+    case K_STR: snprintf(buf, n, "a string of at most %zu bytes", k->size - 1); break;
     case K_ENUM: snprintf(buf, n, "one of %s", k->choices); break;
     case K_INT: snprintf(buf, n, "an integer in [%.0f, %.0f]", k->min, k->max); break;
     case K_FLOAT: snprintf(buf, n, "a number in [%g, %g]", k->min, k->max); break;
@@ -204,9 +206,11 @@ static int set_scalar(peso_conf *c, const key_def *k, const char *s, where w, pe
     double dv;
     switch (k->type) {
     case K_STR:
-        if (strlen(s) >= k->size)
-            return peso_errf(err, "%s:%ld: key '%s': value longer than %zu bytes", w.file, w.line, k->name,
-                             k->size - 1);
+        if (strlen(s) >= k->size) {
+            char what[64];
+            snprintf(what, sizeof what, "a string of %zu bytes", strlen(s));
+            return fail(err, w, k, what);
+        }
         strcpy(base, s);
         return 0;
     case K_ENUM:

@@ -191,3 +191,27 @@ Test(rng, deterministic_streams_and_unbiased_below)
     cr_expect_lt(fabs(s / 1e5), 0.02);
     cr_expect_lt(fabs(s2 / 1e5 - 1.0), 0.02);
 }
+
+Test(lines, nul_byte_keeps_line_whole)
+{
+    char dir[] = "/tmp/peso_common_XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/nul.txt", dir);
+    FILE *f = fopen(path, "wb");
+    fwrite("ab\0cd\nnext\n", 1, 11, f);
+    fclose(f);
+    peso_lines *r;
+    peso_err err = {{0}};
+    cr_assert_eq(peso_lines_open(&r, path, &err), 0);
+    char *line;
+    size_t len;
+    cr_assert_eq(peso_lines_next(r, &line, &len, &err), 1);
+    cr_expect_eq(len, 5u, "the NUL must not shorten the line");
+    cr_expect_eq(memcmp(line, "ab\0cd", 5), 0);
+    cr_assert_eq(peso_lines_next(r, &line, &len, &err), 1);
+    cr_expect_str_eq(line, "next");
+    cr_expect_eq(peso_lines_lineno(r), 2);
+    cr_expect_eq(peso_lines_next(r, &line, &len, &err), 0);
+    peso_lines_close(r);
+}

@@ -188,3 +188,17 @@ Test(conf, command_line)
     cr_expect_str_eq(argv[1], "--stages");
     cr_expect_str_eq(argv[2], "2-3");
 }
+
+Test(conf, every_shipped_config_loads_and_validates)
+{
+    const char *names[] = {"demo.yaml", "instruments.yaml", "movies.yaml", "books.yaml", NULL};
+    for (const char **n = names; *n; n++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/conf/%s", PESO_SOURCE_DIR, *n);
+        peso_conf c;
+        peso_err err = {{0}};
+        peso_conf_defaults(&c);
+        cr_expect_eq(peso_conf_load(&c, path, &err), 0, "%s", err.msg);
+        cr_expect_eq(peso_conf_validate(&c, &err), 0, "%s", err.msg);
+    }
+}
