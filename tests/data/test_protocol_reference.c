@@ -1,0 +1,197 @@
+/* The independent check: the C loader + split on the real Amazon 2014
+ * Musical Instruments file against tools/reference/protocol.py (plain
+ * Python written from the protocol text): every statistic and every pair,
+ * in order, for three settings. Skips when the shared data is absent. */
+#include <criterion/criterion.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "data/raw.h"
+#include "data/split.h"
+#include "data/stats.h"
+
+#define REVIEWS PESO_SHARED_DATA "/amazon-instruments-2014/reviews_Musical_Instruments_5.json.gz"
+#define PYTHON "/usr/bin/python3"
+
+typedef struct setting {
+    const char *args; /* protocol.py options */
+    int window, min_user, history_all;
+    int64_t year_min, year_max;
+} setting;
+
+static void need_inputs(void)
+{
+    if (access(REVIEWS, R_OK) != 0)
+        cr_skip_test("shared data absent (%s): the reference comparison needs it", REVIEWS);
+    if (access(PYTHON, X_OK) != 0)
+        cr_skip_test("%s absent: the Python reference cannot run", PYTHON);
+}
+
+static void run_reference(const setting *st, const char *stats, const char *pairs)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             PYTHON " " PESO_SOURCE_DIR "/tools/reference/protocol.py --format amazon2014 "
+                    "--reviews " REVIEWS " %s --stats-out %s --pairs-out %s",
+             st->args, stats, pairs);
+    cr_assert_eq(system(cmd), 0, "reference failed: %s", cmd);
+}
+
+static void run_c(const setting *st, peso_raw *raw, peso_split *s)
+{
+    peso_conf c;
+    peso_err e = {{0}};
+    peso_conf_defaults(&c);
+    snprintf(c.data.format, sizeof c.data.format, "amazon2014");
+    snprintf(c.data.reviews, sizeof c.data.reviews, "%s", REVIEWS);
+    c.split.window = st->window;
+    c.split.min_user_interactions = st->min_user;
+    snprintf(c.split.history, sizeof c.split.history, "%s", st->history_all ? "all" : "block");
+    c.data.year_min = st->year_min;
+    c.data.year_max = st->year_max;
+    peso_raw_init(raw);
+    cr_assert_eq(peso_load_amazon2014(raw, &c, &e), 0, "%s", e.msg);
+    peso_split_opts o;
+    peso_split_opts_from_conf(&o, &c);
+    cr_assert_eq(peso_split_run(raw, &o, s, &e), 0, "%s", e.msg);
+}
+
+/* Same keys with equal values (numbers exactly: both sides write doubles
+ * that read back to the computed value). */
+static void same_json(json_object *a, json_object *b, const char *where)
+{
+    json_type t = json_object_get_type(a);
+    cr_assert_eq(t, json_object_get_type(b), "%s: type differs", where);
+    char sub[256];
+    if (t == json_type_object) {
+        cr_assert_eq(json_object_object_length(a), json_object_object_length(b), "%s: key count differs",
+                     where);
+        json_object_object_foreach(a, key, va)
+        {
+            json_object *vb;
+            cr_assert(json_object_object_get_ex(b, key, &vb), "%s: reference lacks %s", where, key);
+            snprintf(sub, sizeof sub, "%s.%s", where, key);
+            same_json(va, vb, sub);
+        }
+    } else if (t == json_type_array) {
+        size_t n = json_object_array_length(a);
+        cr_assert_eq(n, json_object_array_length(b), "%s: length differs", where);
+        for (size_t i = 0; i < n; i++) {
+            snprintf(sub, sizeof sub, "%s[%zu]", where, i);
+            same_json(json_object_array_get_idx(a, i), json_object_array_get_idx(b, i), sub);
+        }
+    } else if (t == json_type_int) {
+        cr_expect_eq(json_object_get_int64(a), json_object_get_int64(b), "%s: %lld vs %lld", where,
+                     (long long)json_object_get_int64(a), (long long)json_object_get_int64(b));
+    } else {
+        cr_expect_eq(json_object_get_double(a), json_object_get_double(b), "%s: %.17g vs %.17g", where,
+                     json_object_get_double(a), json_object_get_double(b));
+    }
+}
+
+static const char *str_field(json_object *o, const char *key)
+{
+    json_object *v;
+    cr_assert(json_object_object_get_ex(o, key, &v), "pair line lacks %s", key);
+    return json_object_get_string(v);
+}
+
+/* Compares one C pair with one parsed reference line. */
+static void same_pair(const peso_raw *raw, const peso_split *s, int k, const char *name, const peso_pairs *p,
+                      size_t i, json_object *ref, size_t line)
+{
+    json_object *v;
+    cr_assert(json_object_object_get_ex(ref, "block", &v));
+    cr_assert_eq(json_object_get_int(v), k, "line %zu: block", line);
+    cr_assert_str_eq(str_field(ref, "split"), name, "line %zu", line);
+    cr_assert_str_eq(str_field(ref, "user"), peso_strtab_str(raw->users, s->user_raw[p->user[i]]),
+                     "line %zu: user", line);
+    cr_assert_str_eq(str_field(ref, "target"), peso_strtab_str(raw->items, s->item_raw[p->target[i]]),
+                     "line %zu: target", line);
+    cr_assert(json_object_object_get_ex(ref, "history", &v));
+    size_t n = (size_t)(p->off[i + 1] - p->off[i]);
+    cr_assert_eq(json_object_array_length(v), n, "line %zu: history length", line);
+    for (size_t h = 0; h < n; h++)
+        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(v, h)),
+                         peso_strtab_str(raw->items, s->item_raw[p->hist[p->off[i] + h]]),
+                         "line %zu: history[%zu]", line, h);
+}
+
+static size_t compare_pairs(const peso_raw *raw, const peso_split *s, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "cannot open %s", path);
+    char *buf = NULL;
+    size_t cap = 0, line = 0;
+    for (int k = 0; k < s->n_blocks; k++) {
+        const peso_block *b = &s->b[k];
+        const peso_pairs *sets[3] = {&b->train, &b->valid, &b->test};
+        const char *names[3] = {"train", "valid", "test"};
+        for (int j = 0; j < 3; j++)
+            for (size_t i = 0; i < sets[j]->n; i++) {
+                cr_assert(getline(&buf, &cap, f) > 0, "reference ends at line %zu", line);
+                line++;
+                json_object *ref = json_tokener_parse(buf);
+                cr_assert(ref, "line %zu is not JSON", line);
+                same_pair(raw, s, b->k, names[j], sets[j], i, ref, line);
+                json_object_put(ref);
+            }
+    }
+    cr_expect(getline(&buf, &cap, f) <= 0, "reference has more than %zu pairs", line);
+    free(buf);
+    fclose(f);
+    return line;
+}
+
+static void check_setting(const setting *st)
+{
+    need_inputs();
+    char dir[] = "/tmp/peso-protoref-XXXXXX", stats[64], pairs[64];
+    cr_assert(mkdtemp(dir));
+    snprintf(stats, sizeof stats, "%s/stats.json", dir);
+    snprintf(pairs, sizeof pairs, "%s/pairs.jsonl", dir);
+    run_reference(st, stats, pairs);
+
+    peso_raw raw;
+    peso_split s;
+    run_c(st, &raw, &s);
+    char *mine = peso_stats_json(&s);
+    json_object *a = json_tokener_parse(mine), *b = json_object_from_file(stats);
+    cr_assert(a && b);
+    same_json(a, b, "stats");
+    size_t n = compare_pairs(&raw, &s, pairs);
+    int64_t want = 0;
+    for (int k = 0; k < s.n_blocks; k++)
+        want += s.b[k].st.train_pairs + (int64_t)s.b[k].valid.n + (int64_t)s.b[k].test.n;
+    cr_expect_eq((int64_t)n, want);
+    json_object_put(a);
+    json_object_put(b);
+    free(mine);
+    peso_split_free(&s);
+    peso_raw_free(&raw);
+    unlink(stats);
+    unlink(pairs);
+    rmdir(dir);
+}
+
+Test(protocol_reference, amazon2014_defaults)
+{
+    setting st = {"", 20, 5, 0, 0, 0};
+    check_setting(&st);
+}
+
+Test(protocol_reference, amazon2014_history_all_window_5_min_4)
+{
+    setting st = {"--history all --window 5 --min-user 4", 5, 4, 1, 0, 0};
+    check_setting(&st);
+}
+
+Test(protocol_reference, amazon2014_years_2010_2013)
+{
+    setting st = {"--year-min 2010 --year-max 2013", 20, 5, 0, 2010, 2013};
+    check_setting(&st);
+}
