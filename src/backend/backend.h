@@ -1,0 +1,218 @@
+/* The backend operation table: every piece of model math goes through one
+ * struct peso_backend, so that the model code is written once and runs on
+ * the cpu implementation (float32, OpenBLAS, OpenMP; the reference) and on
+ * a CUDA implementation that fills the same table (bf16 frozen weights,
+ * float32 LoRA state).
+ *
+ * Conventions for every operation:
+ * - Tensor arguments are device pointers from be->alloc (on the cpu
+ *   backend, ordinary host memory). That includes the int32 index arrays
+ *   (token ids, positions, targets, sequence lengths). Descriptor structs,
+ *   peso_err and explicit host outputs (sumsq) live on the host.
+ * - Tensors are dense, row-major, contiguous: a shape [B,T,H,D] means
+ *   element ((b*T + t)*H + h)*D + d.
+ * - Forward operations overwrite their outputs. Backward operations ADD
+ *   into their gradient outputs (the caller zeroes them once per step), as
+ *   in llm.c, so that gradients from several uses of a tensor sum up. The
+ *   exceptions, said again below, are rope/rope_backward (a rotation in
+ *   place) and matmul (explicit alpha/beta).
+ * - A gradient output passed as NULL is not computed.
+ * - Every operation returns 0, or -1 with a message in err naming the
+ *   operation, the argument and what was expected. Nothing is written on
+ *   an argument error. Index values (ids, positions, targets, lengths)
+ *   live in device memory: the cpu backend checks their range, a GPU one
+ *   need not, so callers validate them when they build a batch.
+ * - Semantics are those of Hugging Face LlamaForCausalLM in float32. */
+#ifndef PESO_BACKEND_BACKEND_H
+#define PESO_BACKEND_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* Storage type of frozen weights (the B operand of matmul, embedding and
+ * output-head tables). Activations, LoRA parameters, gradients and
+ * optimizer moments are always float32. */
+typedef enum peso_dtype {
+    PESO_F32 = 0,
+    PESO_BF16 = 1,
+} peso_dtype;
+
+/* One matrix product, or `batch` of them at fixed strides:
+ *   C = alpha * op(A) * op(B) + beta * C,   op(A) [m,k], op(B) [k,n], C [m,n]
+ * trans_a = 0: A stored [m,k]; 1: A stored [k,m].
+ * trans_b = 0: B stored [k,n]; 1: B stored [n,k] (an nn.Linear weight, so
+ *   y = x W^T is trans_b = 1).
+ * beta = 0 overwrites C (its old contents are not read); beta = 1 adds.
+ * stride_* are element offsets between consecutive products; a stride of
+ * 0 reuses one operand for every product (a shared weight). */
+typedef struct peso_gemm {
+    int m, n, k;
+    int trans_a, trans_b;
+    float alpha, beta;
+    peso_dtype b_dtype;
+    int batch;
+    size_t stride_a, stride_b, stride_c;
+} peso_gemm;
+
+/* A [n_rows, dim] table (token embedding or output head) whose rows
+ * [train_lo, train_hi) are trainable: those rows are read from `train`
+ * (float32, [train_hi - train_lo, dim]) and never from `base`, so the
+ * frozen part may be bf16 on the GPU while the trained rows stay float32,
+ * and `base` may be shorter than n_rows when the trainable rows are the
+ * last ones (new semantic-ID tokens appended to the vocabulary). Gradients
+ * exist only for the trainable rows, in a buffer shaped like `train`. */
+typedef struct peso_table {
+    const void *base;
+    peso_dtype base_dtype;
+    const float *train;
+    int train_lo, train_hi;
+    int n_rows, dim;
+} peso_table;
+
+/* Causal self-attention shape. q, out: [batch, seq, n_head, head_dim];
+ * k, v: [batch, seq, n_kv_head, head_dim] (the KV layout a prefix cache
+ * will keep); query head h reads kv head h / (n_head / n_kv_head). */
+typedef struct peso_attn_shape {
+    int batch, seq, n_head, n_kv_head, head_dim;
+} peso_attn_shape;
+
+/* AdamW as torch.optim.AdamW: decoupled weight decay, bias correction.
+ * step counts from 1. The gradient is multiplied by grad_scale first (1
+ * for none; the clipping factor otherwise). Host doubles, like PyTorch's
+ * Python scalars: coefficients such as 1 - beta2 are formed in double and
+ * only then rounded to float32. */
+typedef struct peso_adamw {
+    double lr, beta1, beta2, eps, weight_decay, grad_scale;
+    long step;
+} peso_adamw;
+
+typedef struct peso_backend peso_backend;
+
+struct peso_backend {
+    const char *name;
+    /* Bit (1u << dtype) set for each weight dtype the backend accepts. */
+    unsigned weight_dtypes;
+    /* Implementation state (library handles, streams); NULL for cpu. */
+    void *ctx;
+    void (*destroy)(peso_backend *be);
+
+    /* ---- memory (bytes); alloc returns zeroed memory ---- */
+    int (*alloc)(peso_backend *be, void **p, size_t bytes, peso_err *err);
+    void (*free)(peso_backend *be, void *p);
+    int (*zero)(peso_backend *be, void *p, size_t bytes, peso_err *err);
+    int (*upload)(peso_backend *be, void *dst, const void *host, size_t bytes, peso_err *err);
+    int (*download)(peso_backend *be, void *host, const void *src, size_t bytes, peso_err *err);
+    int (*copy)(peso_backend *be, void *dst, const void *src, size_t bytes, peso_err *err);
+
+    /* ---- products ---- */
+    /* See peso_gemm. a and c are float32; b is in g->b_dtype. The two
+     * backward products of y = x W^T are this same entry with transposes:
+     * dx = dy W (trans_b 0) and dW = dy^T x (trans_a 1); see peso_linear. */
+    int (*matmul)(peso_backend *be, const peso_gemm *g, float *c, const float *a, const void *b,
+                  peso_err *err);
+
+    /* ---- RMSNorm over rows of x [n, c] ---- */
+    /* y = x / sqrt(mean(x^2) + eps) * w; rstd [n] (may be NULL) keeps
+     * 1/sqrt(mean(x^2) + eps) for the backward. */
+    int (*rmsnorm)(peso_backend *be, float *y, float *rstd, const float *x, const float *w, int n,
+                   int c, float eps, peso_err *err);
+    /* dx [n,c] += d/dx, dw [c] += d/dw (dw NULL when w is frozen); rstd is
+     * the forward's (required). */
+    int (*rmsnorm_backward)(peso_backend *be, float *dx, float *dw, const float *dy,
+                            const float *x, const float *w, const float *rstd, int n, int c,
+                            peso_err *err);
+
+    /* ---- rotary embedding, in place on x [n_tok, n_head, head_dim] ---- */
+    /* HF rotate_half convention: dimension i pairs with i + head_dim/2, at
+     * angle pos[t] * inv_freq[i] (inv_freq [head_dim/2] from
+     * peso_rope_inv_freq). rope_backward rotates by the negative angle,
+     * which maps the gradient of the output to that of the input. Both
+     * overwrite x (no accumulation). */
+    int (*rope)(peso_backend *be, float *x, const int32_t *pos, const float *inv_freq, int n_tok,
+                int n_head, int head_dim, peso_err *err);
+    int (*rope_backward)(peso_backend *be, float *dx, const int32_t *pos, const float *inv_freq,
+                         int n_tok, int n_head, int head_dim, peso_err *err);
+
+    /* ---- causal attention with grouped-query heads ---- */
+    /* softmax(q k^T / sqrt(head_dim) + causal mask) v per head, float32.
+     * seq_len [batch] gives each right-padded sequence's real length (the
+     * attention_mask); with right padding the key mask is implied by the
+     * causal one for real rows. Padded query rows (t >= seq_len[b]) get
+     * zeros and receive no gradient. lse [batch, n_head, seq] keeps each
+     * row's log-sum-exp of the scaled scores for the backward, which
+     * recomputes the probabilities instead of storing them. */
+    int (*attention)(peso_backend *be, const peso_attn_shape *s, float *out, float *lse,
+                     const float *q, const float *k, const float *v, const int32_t *seq_len,
+                     peso_err *err);
+    int (*attention_backward)(peso_backend *be, const peso_attn_shape *s, float *dq, float *dk,
+                              float *dv, const float *dout, const float *q, const float *k,
+                              const float *v, const float *out, const float *lse,
+                              const int32_t *seq_len, peso_err *err);
+
+    /* ---- SwiGLU: h = silu(g) * u over n elements ---- */
+    int (*swiglu)(peso_backend *be, float *h, const float *g, const float *u, size_t n,
+                  peso_err *err);
+    int (*swiglu_backward)(peso_backend *be, float *dg, float *du, const float *dh, const float *g,
+                           const float *u, size_t n, peso_err *err);
+
+    /* ---- embedding ---- */
+    /* out [n, dim] = rows ids[0..n) of t. */
+    int (*embed)(peso_backend *be, const peso_table *t, float *out, const int32_t *ids, int n,
+                 peso_err *err);
+    /* dtrain [train_hi - train_lo, dim] += dout rows of tokens whose id is
+     * trainable; other tokens are skipped. */
+    int (*embed_backward)(peso_backend *be, const peso_table *t, float *dtrain, const float *dout,
+                          const int32_t *ids, int n, peso_err *err);
+
+    /* ---- cross-entropy at selected positions only ---- */
+    /* For p < n_pos: logits = head rows . h[pos[p]] (h is [n_tok, dim],
+     * head is [V = n_rows, dim]), losses[p] = logsumexp(logits) -
+     * logits[target[p]] (unscaled). The backward is fused, because the
+     * logits are never stored: with d = scale * (softmax - onehot(target)),
+     * dh[pos[p]] += d . head (dh [n_tok, dim], may be NULL) and dhead
+     * [train_hi - train_lo, dim] += d[v] h[pos[p]] for trainable rows v
+     * (may be NULL). The caller passes scale = 1 / (global label count)
+     * to get the mean loss's gradient. pos[p] is the position whose hidden
+     * state predicts target[p] (the causal shift is the caller's). */
+    int (*xent)(peso_backend *be, const peso_table *head, const float *h, int n_tok,
+                const int32_t *pos, const int32_t *target, int n_pos, float scale, float *losses,
+                float *dh, float *dhead, peso_err *err);
+
+    /* ---- optimizer and flat-buffer reductions ---- */
+    int (*adamw)(peso_backend *be, float *param, const float *grad, float *m, float *v, size_t n,
+                 const peso_adamw *hp, peso_err *err);
+    /* *out (host) = sum of x[i]^2 in double, in a fixed order that does not
+     * depend on the thread count (gradient clipping, group norms). */
+    int (*sumsq)(peso_backend *be, const float *x, size_t n, double *out, peso_err *err);
+    /* x *= s. */
+    int (*scale)(peso_backend *be, float *x, size_t n, float s, peso_err *err);
+};
+
+/* Creates a backend by name ("cpu"); the error lists the built ones. */
+peso_backend *peso_backend_create(const char *name, peso_err *err);
+void peso_backend_destroy(peso_backend *be);
+
+const char *peso_dtype_name(peso_dtype dt);
+size_t peso_dtype_size(peso_dtype dt);
+/* 1 when be stores frozen weights of type dt. */
+int peso_backend_supports(const peso_backend *be, peso_dtype dt);
+
+/* nn.Linear on the table: y[m,n] = alpha * x[m,k] W^T + beta * y, with W
+ * [n,k] in wdt. */
+int peso_linear(peso_backend *be, float *y, const float *x, const void *w, peso_dtype wdt, int m,
+                int n, int k, float alpha, float beta, peso_err *err);
+/* Its backward: dx[m,k] += alpha * dy W and dw[n,k] += alpha * dy^T x
+ * (dw float32; either may be NULL). */
+int peso_linear_backward(peso_backend *be, float *dx, float *dw, const float *dy, const float *x,
+                         const void *w, peso_dtype wdt, int m, int n, int k, float alpha,
+                         peso_err *err);
+
+/* Argument checks shared by the implementations (what one may call with
+ * and what not is part of the table's contract, not of one backend). */
+int peso_gemm_check(const peso_backend *be, const peso_gemm *g, peso_err *err);
+int peso_table_check(const peso_backend *be, const peso_table *t, const char *op, peso_err *err);
+int peso_attn_check(const peso_attn_shape *s, peso_err *err);
+
+#endif
