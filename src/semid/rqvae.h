@@ -2,10 +2,14 @@
  * layers), `levels` residual quantisers of `codebook` codes each, MLP decoder
  * zq -> x_hat. Loss = ||x - x_hat||^2 + sum_l (||sg[r_l] - e_l||^2 +
  * beta ||r_l - sg[e_l]||^2), straight-through gradient to the encoder,
- * Adam. Codebooks are initialised by k-means on the first batch's residuals
- * (level by level). Fitted once (on D1's items), then frozen: encoding is a
- * pure function of the fitted weights. Deterministic for a seed and thread
- * count. */
+ * Adam. Inputs are centred and scaled by one factor (the training set's
+ * mean and RMS norm), so the fit does not depend on the features' units.
+ * The first epochs / 5 epochs train the autoencoder without quantisation;
+ * then the codebooks are initialised by k-means on the training set's
+ * residuals (level by level); a code no item chose during an epoch restarts
+ * on a residual of the epoch's last batch. Fitted once (on D1's items), then
+ * frozen: encoding is a pure function of the fitted weights and of the item
+ * alone. Deterministic for a seed, whatever the thread count. */
 #ifndef PESO_SEMID_RQVAE_H
 #define PESO_SEMID_RQVAE_H
 
