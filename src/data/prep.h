@@ -1,0 +1,24 @@
+/* The whole data preparation: raw files -> protocol -> semantic IDs ->
+ * <out_dir>/dataset.h5 and <out_dir>/stats.json (+ optional .index.json).
+ * peso-prep is a front end over this; peso-train calls it when the dataset
+ * is missing or was made from another data config. */
+#ifndef PESO_DATA_PREP_H
+#define PESO_DATA_PREP_H
+
+#include <stdio.h>
+
+#include "conf/conf.h"
+#include "data/split.h"
+
+typedef struct peso_prep_timing {
+    double load_s, split_s, semid_s, write_s;
+    size_t interactions;  /* raw interactions loaded */
+    size_t bad_lines;
+} peso_prep_timing;
+
+/* log: progress and the statistics table go here (NULL = quiet). */
+int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *err);
+/* <out_dir>/dataset.h5 */
+void peso_prep_dataset_path(const peso_conf *c, char *out, size_t n);
+
+#endif
