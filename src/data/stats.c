@@ -1,41 +1,27 @@
 #include "data/stats.h"
 
-#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/atomic.h"
+#include "common/json.h"
 
-/* Shortest %.*g that reads back to exactly d. */
-static json_object *json_double(double d)
+static void put_int(cJSON *o, const char *key, int64_t v)
 {
-    char buf[32];
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d)
-            break;
-    }
-    if (!strpbrk(buf, ".eE"))
-        strcat(buf, ".0");
-    return json_object_new_double_s(d, buf);
+    peso_json_add(o, key, peso_json_int(v));
 }
 
-static void put_int(json_object *o, const char *key, int64_t v)
+static cJSON *block_json(const peso_block *b)
 {
-    json_object_object_add(o, key, json_object_new_int64(v));
-}
-
-static json_object *block_json(const peso_block *b)
-{
-    json_object *o = json_object_new_object();
+    cJSON *o = peso_json_object();
     put_int(o, "block", b->k);
     put_int(o, "users", b->st.users);
     put_int(o, "new_users", b->st.new_users);
     put_int(o, "items", b->st.items);
     put_int(o, "new_items", b->st.new_items);
     put_int(o, "interactions", b->st.interactions);
-    json_object_object_add(o, "avg_seq_len", json_double(b->st.avg_seq_len));
-    json_object_object_add(o, "sparsity", json_double(b->st.sparsity));
+    peso_json_add(o, "avg_seq_len", peso_json_float(b->st.avg_seq_len));
+    peso_json_add(o, "sparsity", peso_json_float(b->st.sparsity));
     put_int(o, "train_pairs", b->st.train_pairs);
     put_int(o, "valid_pairs", (int64_t)b->valid.n);
     put_int(o, "test_pairs", (int64_t)b->test.n);
@@ -44,25 +30,23 @@ static json_object *block_json(const peso_block *b)
 
 char *peso_stats_json(const peso_split *s)
 {
-    json_object *root = json_object_new_object();
-    json_object *blocks = json_object_new_array();
+    cJSON *root = peso_json_object();
+    cJSON *blocks = peso_json_array();
     for (int k = 0; k < s->n_blocks; k++)
-        json_object_array_add(blocks, block_json(&s->b[k]));
-    json_object_object_add(root, "blocks", blocks);
-    json_object *tot = json_object_new_object();
+        peso_json_push(blocks, block_json(&s->b[k]));
+    peso_json_add(root, "blocks", blocks);
+    cJSON *tot = peso_json_object();
     put_int(tot, "users", (int64_t)s->n_users);
     put_int(tot, "items", (int64_t)s->n_items);
     put_int(tot, "interactions", s->total_interactions);
-    json_object_object_add(root, "total", tot);
-    const char *txt = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-                                                               JSON_C_TO_STRING_NOSLASHESCAPE);
+    peso_json_add(root, "total", tot);
+    char *txt = peso_json_print(root);
+    cJSON_Delete(root);
     size_t n = strlen(txt);
-    char *out = peso_malloc(n + 2);
-    memcpy(out, txt, n);
-    out[n] = '\n';
-    out[n + 1] = '\0';
-    json_object_put(root);
-    return out;
+    txt = peso_realloc(txt, n + 2);
+    txt[n] = '\n';
+    txt[n + 1] = '\0';
+    return txt;
 }
 
 int peso_stats_write(const char *out_dir, const peso_split *s, peso_err *err)

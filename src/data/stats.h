@@ -5,8 +5,9 @@
  *                "sparsity": 1-N/(U*I), "train_pairs": P, "valid_pairs": U,
  *                "test_pairs": U}, ...],
  *    "total": {"users": .., "items": .., "interactions": ..}}
- * Doubles are written in the shortest form that reads back to the same
- * value, so another implementation's numbers can be compared exactly. */
+ * Doubles are spelled as Python's json spells them (the shortest form that
+ * reads back to the same value: 0.25, 20.0, 1e-05), so another
+ * implementation's numbers can be compared exactly. */
 #ifndef PESO_DATA_STATS_H
 #define PESO_DATA_STATS_H
 

@@ -164,3 +164,46 @@ Test(stats, table)
     cr_expect(!strcmp(na1, "NA") && !strcmp(na2, "NA") && !strcmp(na3, "NA") && !strcmp(na4, "NA"), "%s", l4);
     free(buf);
 }
+
+Test(stats, text_is_what_python_json_dumps_writes)
+{
+    /* json.dumps(stats, indent=2) of the same numbers, as Python prints
+     * it: 40 / 2 is 20.0 and 1 - 40 / 200000 is 0.9998 */
+    static const char want[] = "{\n"
+                               "  \"blocks\": [\n"
+                               "    {\n"
+                               "      \"block\": 1,\n"
+                               "      \"users\": 2,\n"
+                               "      \"new_users\": 2,\n"
+                               "      \"items\": 100000,\n"
+                               "      \"new_items\": 100000,\n"
+                               "      \"interactions\": 40,\n"
+                               "      \"avg_seq_len\": 20.0,\n"
+                               "      \"sparsity\": 0.9998,\n"
+                               "      \"train_pairs\": 36,\n"
+                               "      \"valid_pairs\": 2,\n"
+                               "      \"test_pairs\": 2\n"
+                               "    }\n"
+                               "  ],\n"
+                               "  \"total\": {\n"
+                               "    \"users\": 2,\n"
+                               "    \"items\": 100000,\n"
+                               "    \"interactions\": 40\n"
+                               "  }\n"
+                               "}\n";
+    peso_split s;
+    peso_block b;
+    memset(&s, 0, sizeof s);
+    memset(&b, 0, sizeof b);
+    b.k = 1;
+    b.st = (peso_block_stats){2, 2, 100000, 100000, 40, 36, 40.0 / 2.0, 1.0 - 40.0 / 200000.0};
+    b.valid.n = b.test.n = 2;
+    s.n_blocks = 1;
+    s.b = &b;
+    s.n_users = 2;
+    s.n_items = 100000;
+    s.total_interactions = 40;
+    char *t = peso_stats_json(&s);
+    cr_expect_str_eq(t, want);
+    free(t);
+}

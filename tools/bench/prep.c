@@ -85,12 +85,8 @@ static void run_c(const char *file, const char *dir, side *s)
         peso_conf c;
         peso_err err;
         peso_conf_defaults(&c);
-        char set[PESO_CONF_PATH + 32];
-        const char *sets[] = {"data.format=amazon2014", NULL, NULL};
-        snprintf(set, sizeof set, "data.reviews=%s", file);
-        sets[1] = set;
-        for (int i = 0; sets[i]; i++)
-            peso_conf_set(&c, sets[i], &err);
+        peso_conf_set(&c, "data.format=amazon2014", &err);
+        snprintf(c.data.reviews, sizeof c.data.reviews, "%s", file);
         snprintf(c.out_dir, sizeof c.out_dir, "%s/c", dir);
         peso_prep_timing t;
         int rc = peso_prep_run(&c, NULL, &t, &err);
@@ -152,7 +148,7 @@ int main(int argc, char **argv)
     char dir[] = "/tmp/peso_bench_prep_XXXXXX";
     if (!mkdtemp(dir))
         return 1;
-    char big[4200];
+    char big[PESO_CONF_PATH];
     snprintf(big, sizeof big, "%s/reviews.json", dir);
     size_t lines;
     if (enlarge(file, big, repeat, &lines)) {
