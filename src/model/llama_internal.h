@@ -1,0 +1,64 @@
+/* Shared by the llama_*.c files only: the activation arena's layout and
+ * the batch staged on the device. */
+#ifndef PESO_MODEL_LLAMA_INTERNAL_H
+#define PESO_MODEL_LLAMA_INTERNAL_H
+
+#include "model/llama.h"
+
+/* One decoder layer's activations for N = B*T tokens. In a forward-only
+ * layout every layer shares one set, and x, xmid and xout are one
+ * residual buffer updated in place. */
+typedef struct peso_layer_acts {
+    float *x;                   /* residual input [N, C] */
+    float *xn1, *rstd1;         /* input_layernorm out [N, C], 1/rms [N] */
+    float *q, *k, *v;           /* after RoPE: [N, Hq], [N, Hkv], [N, Hkv] */
+    float *att, *lse;           /* attention out [N, Hq], log-sum-exp [B, nh, T] */
+    float *xmid;                /* x + o_proj [N, C] */
+    float *xn2, *rstd2;         /* post_attention_layernorm */
+    float *g, *u, *h;           /* gate, up, silu(gate) * up [N, F] */
+    float *lu[PESO_LORA_NPROJ]; /* x A^T [N, r] of each adapted projection */
+    float *xout;                /* xmid + down_proj [N, C] = next layer's x */
+} peso_layer_acts;
+
+/* Activation gradients of one layer at a time (the backward walks the
+ * layers in reverse and reuses them). */
+typedef struct peso_grad_acts {
+    float *dres; /* dL/d residual [N, C] */
+    float *dxn;  /* dL/d normed input [N, C] */
+    float *dq, *dk, *dv, *datt;
+    float *dg, *du, *dh;
+    float *dlu; /* dL/d (x A^T) [N, r] */
+} peso_grad_acts;
+
+struct peso_llama_acts {
+    /* the batch of the last forward */
+    int B, T, keep, n_lab;
+    /* arena and scratch, device */
+    float *mem, *gmem;
+    size_t cap, gcap;
+    peso_layer_acts *layer; /* [n_layers] */
+    float *xf, *rstdf;      /* final norm out [N, C], [N] */
+    peso_grad_acts g;
+    /* staged batch: device ints, host mirrors; capacity in tokens / rows */
+    int cap_tok, cap_b;
+    int32_t *ids, *pos, *lens, *xpos, *xtgt;
+    float *losses;
+    int32_t *h_ids, *h_pos, *h_xpos, *h_xtgt;
+    float *h_losses;
+};
+
+void peso_llama_acts_free(peso_llama *m);
+/* Lays out the arena for batch b (growing it when needed), stages ids,
+ * positions, lengths and label positions on the device. */
+int peso_llama_prepare(peso_llama *m, const peso_llama_batch *b, int keep, peso_err *err);
+/* Forward up to the final norm on the staged batch. */
+int peso_llama_run_layers(peso_llama *m, peso_err *err);
+/* The head as a peso_table: frozen rows from wmem, new rows from params. */
+peso_table peso_llama_head_table(const peso_llama *m);
+peso_table peso_llama_embed_table(const peso_llama *m);
+/* Lays out (growing when needed) the backward scratch of the staged batch. */
+int peso_llama_prepare_grads(peso_llama *m, peso_err *err);
+/* Backward from dL/d(final norm out) in g.dxn down to the embeddings. */
+int peso_llama_backward_layers(peso_llama *m, peso_err *err);
+
+#endif
