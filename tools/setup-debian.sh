@@ -9,8 +9,8 @@ PKGS=(
   libopenmpi-dev openmpi-bin        # MPI data parallelism
   libhdf5-dev hdf5-tools            # dataset and checkpoint files, h5dump
   libyaml-dev                       # configuration
-  libcjson-dev                      # JSON (fastest of cJSON/json-c/jansson, tools/bench/json_libs)
-  libjson-c-dev libjansson-dev      # the other two, for that benchmark
+  libcjson-dev                      # JSON, the project's library (fastest in tools/bench/json_libs)
+  libjson-c-dev libjansson-dev      # optional: only that benchmark compares them with cJSON
   zlib1g-dev                        # gzip input
   libopenblas-dev                   # CPU matrix products
   libpcre2-dev                      # BPE pre-tokenizer regex

@@ -1,14 +1,13 @@
 #include "model/init.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/atomic.h"
+#include "common/json.h"
 #include "common/rng.h"
 #include "model/prompt.h"
 #include "model/safetensors.h"
@@ -205,90 +204,73 @@ static int write_weights(const char *path, const peso_llama_config *c, uint64_t 
 
 /* ---- the small JSON files ---- */
 
-static int write_json(const char *path, json_object *o, peso_err *err)
+static int write_json(const char *path, cJSON *o, peso_err *err)
 {
-    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-                                                          JSON_C_TO_STRING_NOSLASHESCAPE);
-    size_t n = strlen(s);
-    char *text = peso_malloc(n + 2);
-    memcpy(text, s, n);
+    char *text = peso_json_print(o);
+    cJSON_Delete(o);
+    size_t n = strlen(text);
+    text = peso_realloc(text, n + 2);
     text[n] = '\n';
+    text[n + 1] = '\0';
     int rc = peso_write_file_atomic(path, text, n + 1, err);
     free(text);
-    json_object_put(o);
     return rc;
 }
 
-static json_object *added_token_json(const char *content)
+static cJSON *added_token_json(const char *content)
 {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "content", json_object_new_string(content));
-    json_object_object_add(o, "lstrip", json_object_new_boolean(0));
-    json_object_object_add(o, "normalized", json_object_new_boolean(0));
-    json_object_object_add(o, "rstrip", json_object_new_boolean(0));
-    json_object_object_add(o, "single_word", json_object_new_boolean(0));
-    json_object_object_add(o, "special", json_object_new_boolean(1));
+    cJSON *o = peso_json_object();
+    peso_json_add(o, "content", peso_json_string(content));
+    peso_json_add(o, "lstrip", peso_json_bool(0));
+    peso_json_add(o, "normalized", peso_json_bool(0));
+    peso_json_add(o, "rstrip", peso_json_bool(0));
+    peso_json_add(o, "single_word", peso_json_bool(0));
+    peso_json_add(o, "special", peso_json_bool(1));
     return o;
 }
 
 /* As save_pretrained writes it for a PreTrainedTokenizerFast. Decoding
  * keeps spaces as they are (clean_up_tokenization_spaces false), so that
  * decode(encode(text)) is text. */
-static json_object *tokenizer_config_json(const peso_tok *t, const peso_llama_config *c)
+static cJSON *tokenizer_config_json(const peso_tok *t, const peso_llama_config *c)
 {
-    json_object *o = json_object_new_object(), *dec = json_object_new_object();
+    cJSON *o = peso_json_object(), *dec = peso_json_object();
     char key[16];
     for (int32_t id = c->bos_token_id; id < peso_tok_vocab_size(t); id++) {
         snprintf(key, sizeof key, "%d", id);
-        json_object_object_add(dec, key, added_token_json(peso_tok_token(t, id)));
+        peso_json_add(dec, key, added_token_json(peso_tok_token(t, id)));
     }
-    json_object *names = json_object_new_array();
-    json_object_array_add(names, json_object_new_string("input_ids"));
-    json_object_array_add(names, json_object_new_string("attention_mask"));
-    json_object_object_add(o, "added_tokens_decoder", dec);
-    json_object_object_add(o, "bos_token", json_object_new_string(PESO_PROMPT_BOS));
-    json_object_object_add(o, "clean_up_tokenization_spaces", json_object_new_boolean(0));
-    json_object_object_add(o, "eos_token", json_object_new_string(EOS_TOKEN));
-    json_object_object_add(o, "model_input_names", names);
-    json_object_object_add(o, "model_max_length", json_object_new_int(c->max_position_embeddings));
-    json_object_object_add(o, "tokenizer_class", json_object_new_string("PreTrainedTokenizerFast"));
+    cJSON *names = peso_json_array();
+    peso_json_push(names, peso_json_string("input_ids"));
+    peso_json_push(names, peso_json_string("attention_mask"));
+    peso_json_add(o, "added_tokens_decoder", dec);
+    peso_json_add(o, "bos_token", peso_json_string(PESO_PROMPT_BOS));
+    peso_json_add(o, "clean_up_tokenization_spaces", peso_json_bool(0));
+    peso_json_add(o, "eos_token", peso_json_string(EOS_TOKEN));
+    peso_json_add(o, "model_input_names", names);
+    peso_json_add(o, "model_max_length", peso_json_int(c->max_position_embeddings));
+    peso_json_add(o, "tokenizer_class", peso_json_string("PreTrainedTokenizerFast"));
     return o;
 }
 
-static json_object *special_tokens_json(void)
+static cJSON *special_tokens_json(void)
 {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "bos_token", json_object_new_string(PESO_PROMPT_BOS));
-    json_object_object_add(o, "eos_token", json_object_new_string(EOS_TOKEN));
+    cJSON *o = peso_json_object();
+    peso_json_add(o, "bos_token", peso_json_string(PESO_PROMPT_BOS));
+    peso_json_add(o, "eos_token", peso_json_string(EOS_TOKEN));
     return o;
 }
 
-static json_object *generation_config_json(const peso_llama_config *c)
+static cJSON *generation_config_json(const peso_llama_config *c)
 {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "_from_model_config", json_object_new_boolean(1));
-    json_object_object_add(o, "bos_token_id", json_object_new_int(c->bos_token_id));
-    json_object_object_add(o, "eos_token_id", json_object_new_int(c->eos_token_ids[0]));
+    cJSON *o = peso_json_object();
+    peso_json_add(o, "_from_model_config", peso_json_bool(1));
+    peso_json_add(o, "bos_token_id", peso_json_int(c->bos_token_id));
+    peso_json_add(o, "eos_token_id", peso_json_int(c->eos_token_ids[0]));
     return o;
 }
 
 /* ---- the folder ---- */
-
-static int dir_is_empty(const char *dir, int *empty, peso_err *err)
-{
-    DIR *d = opendir(dir);
-    *empty = 1;
-    if (!d) {
-        if (errno == ENOENT)
-            return 0;
-        return peso_errf(err, "%s: cannot open directory: %s", dir, strerror(errno));
-    }
-    struct dirent *e;
-    while (*empty && (e = readdir(d)))
-        *empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
-    closedir(d);
-    return 0;
-}
 
 static void join(char *buf, const char *dir, const char *file)
 {
@@ -311,7 +293,7 @@ static int prepare_dir(const char *dir, int force, peso_err *err)
     int empty;
     if (strlen(dir) + 64 >= PESO_PATH_MAX)
         return peso_errf(err, "%s: path too long", dir);
-    if (dir_is_empty(dir, &empty, err) != 0)
+    if (peso_dir_is_empty(dir, &empty, err) != 0)
         return -1;
     if (!empty && !force)
         return peso_errf(err, "%s: directory is not empty (pass --force to overwrite the model files in it)",

@@ -1,8 +1,6 @@
 #include "semid/semid.h"
 
-#include <errno.h>
 #include <hdf5.h>
-#include <json-c/json.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +8,7 @@
 #include <string.h>
 
 #include "common/atomic.h"
+#include "common/json.h"
 #include "common/strtab.h"
 #include "semid/textenc.h"
 
@@ -120,78 +119,15 @@ static void summarise(peso_semid *s)
 
 /* ---- .index.json import / export ---- */
 
-static int read_whole(const char *path, char **buf, size_t *len, peso_err *err)
+static cJSON *load_index(const char *path, peso_err *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return peso_errf(err, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *b = peso_malloc(cap);
-    for (;;) {
-        if (n == cap)
-            peso_grow((void **)&b, &cap, n + 1, 1);
-        size_t k = fread(b + n, 1, cap - n, f);
-        n += k;
-        if (k == 0)
-            break;
+    cJSON *root = peso_json_load(path, "semantic ID index", err);
+    if (root && !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        peso_errf(err, "%s: expected a JSON object {\"<item id>\": [\"<a_N>\", ...]}", path);
+        return NULL;
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(b);
-        return peso_errf(err, "%s: read error", path);
-    }
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
-static long line_of(const char *buf, size_t off)
-{
-    long line = 1;
-    for (size_t i = 0; i < off; i++)
-        line += buf[i] == '\n';
-    return line;
-}
-
-static int parse_json(const char *path, json_object **root, peso_err *err)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    if (read_whole(path, &buf, &len, err))
-        return -1;
-    if (len > INT_MAX) {
-        free(buf);
-        return peso_errf(err, "%s: %zu bytes, more than a JSON index can hold here", path, len);
-    }
-    json_tokener *tok = json_tokener_new();
-    *root = json_tokener_parse_ex(tok, buf, (int)len);
-    enum json_tokener_error je = json_tokener_get_error(tok);
-    if (je == json_tokener_continue)
-        je = json_tokener_error_parse_eof;
-    if (!*root || je != json_tokener_success) {
-        long line = line_of(buf, json_tokener_get_parse_end(tok));
-        json_object_put(*root);
-        json_tokener_free(tok);
-        free(buf);
-        return peso_errf(err, "%s:%ld: invalid JSON: %s", path, line, json_tokener_error_desc(je));
-    }
-    size_t end = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    while (end < len && (buf[end] == ' ' || buf[end] == '\t' || buf[end] == '\n' || buf[end] == '\r'))
-        end++;
-    if (end < len) {
-        long line = line_of(buf, end);
-        free(buf);
-        json_object_put(*root);
-        return peso_errf(err, "%s:%ld: unexpected text after the JSON object", path, line);
-    }
-    free(buf);
-    if (!json_object_is_type(*root, json_type_object)) {
-        json_object_put(*root);
-        return peso_errf(err, "%s: expected a JSON object {\"<item id>\": [\"<a_N>\", ...]}", path);
-    }
-    return 0;
+    return root;
 }
 
 /* "<x_N>" with x = 'a' + level and 0 <= N < SEMID_MAX_TOKEN_CODE. */
@@ -214,15 +150,43 @@ static int parse_token(const char *t, int level, int32_t *code)
     return 0;
 }
 
-static int import_item(peso_semid *s, const char *path, json_object *root, const char *id, size_t i,
+/* raw2ds[r] = the dataset item of raw item r, -1 for items not kept. */
+static int64_t *raw_to_dataset(const peso_raw *raw, const peso_split *split)
+{
+    size_t nraw = peso_strtab_count(raw->items);
+    int64_t *raw2ds = peso_malloc((nraw ? nraw : 1) * sizeof *raw2ds);
+    for (size_t r = 0; r < nraw; r++)
+        raw2ds[r] = -1;
+    for (size_t i = 0; i < split->n_items; i++)
+        raw2ds[split->item_raw[i]] = (int64_t)i;
+    return raw2ds;
+}
+
+/* entry[i] = the member of dataset item i (NULL: none), found in one pass
+ * over the members, as a lookup per item would be quadratic. The parser
+ * left one member per key, the last one written. A member written as null
+ * is kept: it is there, but is no array. */
+static const cJSON **index_entries(const cJSON *root, const peso_raw *raw, const peso_split *split)
+{
+    int64_t *raw2ds = raw_to_dataset(raw, split);
+    const cJSON **entry = peso_calloc(split->n_items, sizeof *entry);
+    for (const cJSON *m = root->child; m; m = m->next) {
+        int32_t r = peso_strtab_find(raw->items, m->string, strlen(m->string));
+        if (r >= 0 && raw2ds[r] >= 0)
+            entry[raw2ds[r]] = m;
+    }
+    free(raw2ds);
+    return entry;
+}
+
+static int import_item(peso_semid *s, const char *path, const cJSON *arr, const char *id, size_t i,
                        peso_err *err)
 {
-    json_object *arr;
-    if (!json_object_object_get_ex(root, id, &arr))
+    if (!arr)
         return peso_errf(err, "%s: dataset item '%s' has no entry", path, id);
-    if (!json_object_is_type(arr, json_type_array))
+    if (!cJSON_IsArray(arr))
         return peso_errf(err, "%s: item '%s': expected an array of tokens", path, id);
-    size_t nt = json_object_array_length(arr);
+    size_t nt = (size_t)cJSON_GetArraySize(arr);
     if (i == 0) {
         if (nt < 1 || nt > PESO_SEMID_MAX_LEVELS)
             return peso_errf(err, "%s: item '%s' has %zu tokens, expected 1..%d", path, id, nt,
@@ -233,13 +197,15 @@ static int import_item(peso_semid *s, const char *path, json_object *root, const
         return peso_errf(err, "%s: item '%s' has %zu tokens, expected %d like the other items", path, id, nt,
                          s->n_levels);
     }
-    for (int l = 0; l < s->n_levels; l++) {
-        json_object *tk = json_object_array_get_idx(arr, (size_t)l);
-        const char *t = json_object_is_type(tk, json_type_string) ? json_object_get_string(tk) : NULL;
+    const cJSON *tk = arr->child;
+    for (int l = 0; l < s->n_levels; l++, tk = tk->next) {
+        const char *t = cJSON_IsString(tk) ? tk->valuestring : NULL;
         int32_t *c = &s->codes[i * (size_t)s->n_levels + l];
+        char brief[64];
         if (!t || parse_token(t, l, c))
             return peso_errf(err, "%s: item '%s': token %d is %s, expected \"<%c_N>\" with N < %d", path, id,
-                             l + 1, t ? t : json_object_to_json_string(tk), 'a' + l, SEMID_MAX_TOKEN_CODE);
+                             l + 1, t ? t : peso_json_brief(tk, brief, sizeof brief), 'a' + l,
+                             SEMID_MAX_TOKEN_CODE);
         if (*c + 1 > s->level_size[l])
             s->level_size[l] = *c + 1;
     }
@@ -252,19 +218,21 @@ int peso_semid_import(peso_semid *s, const char *path, const peso_raw *raw, cons
     memset(s, 0, sizeof *s);
     if (split->n_items == 0)
         return peso_errf(err, "%s: the dataset has no items to import IDs for", path);
-    json_object *root = NULL;
-    if (parse_json(path, &root, err))
+    cJSON *root = load_index(path, err);
+    if (!root)
         return -1;
+    const cJSON **entry = index_entries(root, raw, split);
     s->n_items = split->n_items;
     s->imported = 1;
-    for (size_t i = 0; i < split->n_items; i++) {
-        if (import_item(s, path, root, item_id(raw, split, i), i, err)) {
-            json_object_put(root);
-            peso_semid_free(s);
-            return -1;
-        }
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < split->n_items; i++)
+        rc = import_item(s, path, entry[i], item_id(raw, split, i), i, err);
+    free(entry);
+    cJSON_Delete(root);
+    if (rc) {
+        peso_semid_free(s);
+        return -1;
     }
-    json_object_put(root);
     summarise(s);
     return 0;
 }
@@ -412,15 +380,10 @@ static void reclaim_strings(h5_handles *h, char **vbuf)
 static int map_ids(h5_handles *h, const char *path, size_t n, const peso_raw *raw, const peso_split *split,
                    int64_t *row_item, peso_err *err)
 {
-    size_t nraw = peso_strtab_count(raw->items);
-    int64_t *raw2ds = peso_malloc((nraw ? nraw : 1) * sizeof *raw2ds);
+    int64_t *raw2ds = raw_to_dataset(raw, split);
     int64_t *seen = peso_malloc(split->n_items * sizeof *seen);
-    for (size_t r = 0; r < nraw; r++)
-        raw2ds[r] = -1;
-    for (size_t i = 0; i < split->n_items; i++) {
-        raw2ds[split->item_raw[i]] = (int64_t)i;
+    for (size_t i = 0; i < split->n_items; i++)
         seen[i] = -1;
-    }
     int vlen = H5Tis_variable_str(h->ids_type) > 0;
     size_t fixed = vlen ? 0 : H5Tget_size(h->ids_type);
     h->mem_type = H5Tcopy(H5T_C_S1);

@@ -2,8 +2,8 @@
  * Musical Instruments file against tools/reference/protocol.py (plain
  * Python written from the protocol text): every statistic and every pair,
  * in order, for three settings. Skips when the shared data is absent. */
+#include <cJSON.h>
 #include <criterion/criterion.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,64 +61,69 @@ static void run_c(const setting *st, peso_raw *raw, peso_split *s)
 }
 
 /* Same keys with equal values (numbers exactly: both sides write doubles
- * that read back to the computed value). */
-static void same_json(json_object *a, json_object *b, const char *where)
+ * that read back to the computed value). Read with plain cJSON, not our
+ * writer's layer, so the reader is independent of the writer; cJSON keeps
+ * every number as a double, so how integers are spelled is left to the
+ * comparison of the texts. */
+static void same_json(const cJSON *a, const cJSON *b, const char *where)
 {
-    json_type t = json_object_get_type(a);
-    cr_assert_eq(t, json_object_get_type(b), "%s: type differs", where);
+    int t = a->type & 0xff;
+    cr_assert_eq(t, b->type & 0xff, "%s: type differs", where);
     char sub[256];
-    if (t == json_type_object) {
-        cr_assert_eq(json_object_object_length(a), json_object_object_length(b), "%s: key count differs",
-                     where);
-        json_object_object_foreach(a, key, va)
+    if (cJSON_IsObject(a)) {
+        cr_assert_eq(cJSON_GetArraySize(a), cJSON_GetArraySize(b), "%s: key count differs", where);
+        const cJSON *va;
+        cJSON_ArrayForEach(va, a)
         {
-            json_object *vb;
-            cr_assert(json_object_object_get_ex(b, key, &vb), "%s: reference lacks %s", where, key);
-            snprintf(sub, sizeof sub, "%s.%s", where, key);
+            const cJSON *vb = cJSON_GetObjectItemCaseSensitive(b, va->string);
+            cr_assert(vb, "%s: reference lacks %s", where, va->string);
+            snprintf(sub, sizeof sub, "%s.%s", where, va->string);
             same_json(va, vb, sub);
         }
-    } else if (t == json_type_array) {
-        size_t n = json_object_array_length(a);
-        cr_assert_eq(n, json_object_array_length(b), "%s: length differs", where);
-        for (size_t i = 0; i < n; i++) {
-            snprintf(sub, sizeof sub, "%s[%zu]", where, i);
-            same_json(json_object_array_get_idx(a, i), json_object_array_get_idx(b, i), sub);
+    } else if (cJSON_IsArray(a)) {
+        int n = cJSON_GetArraySize(a);
+        cr_assert_eq(n, cJSON_GetArraySize(b), "%s: length differs", where);
+        for (int i = 0; i < n; i++) {
+            snprintf(sub, sizeof sub, "%s[%d]", where, i);
+            same_json(cJSON_GetArrayItem(a, i), cJSON_GetArrayItem(b, i), sub);
         }
-    } else if (t == json_type_int) {
-        cr_expect_eq(json_object_get_int64(a), json_object_get_int64(b), "%s: %lld vs %lld", where,
-                     (long long)json_object_get_int64(a), (long long)json_object_get_int64(b));
-    } else {
-        cr_expect_eq(json_object_get_double(a), json_object_get_double(b), "%s: %.17g vs %.17g", where,
-                     json_object_get_double(a), json_object_get_double(b));
+    } else if (cJSON_IsNumber(a)) {
+        cr_expect_eq(a->valuedouble, b->valuedouble, "%s: %.17g vs %.17g", where, a->valuedouble,
+                     b->valuedouble);
+    } else if (cJSON_IsString(a)) {
+        cr_expect_str_eq(a->valuestring, b->valuestring, "%s", where);
     }
 }
 
-static const char *str_field(json_object *o, const char *key)
+static const char *str_field(const cJSON *o, const char *key)
 {
-    json_object *v;
-    cr_assert(json_object_object_get_ex(o, key, &v), "pair line lacks %s", key);
-    return json_object_get_string(v);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    cr_assert(cJSON_IsString(v), "pair line lacks the string %s", key);
+    return v->valuestring;
 }
 
 /* Compares one C pair with one parsed reference line. */
 static void same_pair(const peso_raw *raw, const peso_split *s, int k, const char *name, const peso_pairs *p,
-                      size_t i, json_object *ref, size_t line)
+                      size_t i, const cJSON *ref, size_t line)
 {
-    json_object *v;
-    cr_assert(json_object_object_get_ex(ref, "block", &v));
-    cr_assert_eq(json_object_get_int(v), k, "line %zu: block", line);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(ref, "block");
+    cr_assert(cJSON_IsNumber(v), "line %zu: no block number", line);
+    cr_assert_eq(v->valuedouble, (double)k, "line %zu: block", line);
     cr_assert_str_eq(str_field(ref, "split"), name, "line %zu", line);
     cr_assert_str_eq(str_field(ref, "user"), peso_strtab_str(raw->users, s->user_raw[p->user[i]]),
                      "line %zu: user", line);
     cr_assert_str_eq(str_field(ref, "target"), peso_strtab_str(raw->items, s->item_raw[p->target[i]]),
                      "line %zu: target", line);
-    cr_assert(json_object_object_get_ex(ref, "history", &v));
+    v = cJSON_GetObjectItemCaseSensitive(ref, "history");
+    cr_assert(cJSON_IsArray(v), "line %zu: no history array", line);
     size_t n = (size_t)(p->off[i + 1] - p->off[i]);
-    cr_assert_eq(json_object_array_length(v), n, "line %zu: history length", line);
-    for (size_t h = 0; h < n; h++)
-        cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(v, h)),
-                         peso_strtab_str(raw->items, s->item_raw[p->hist[p->off[i] + h]]),
-                         "line %zu: history[%zu]", line, h);
+    cr_assert_eq((size_t)cJSON_GetArraySize(v), n, "line %zu: history length", line);
+    const cJSON *h = v->child;
+    for (size_t j = 0; j < n; j++, h = h->next) {
+        cr_assert(cJSON_IsString(h), "line %zu: history[%zu] is no string", line, j);
+        cr_assert_str_eq(h->valuestring, peso_strtab_str(raw->items, s->item_raw[p->hist[p->off[i] + j]]),
+                         "line %zu: history[%zu]", line, j);
+    }
 }
 
 static size_t compare_pairs(const peso_raw *raw, const peso_split *s, const char *path)
@@ -135,16 +140,33 @@ static size_t compare_pairs(const peso_raw *raw, const peso_split *s, const char
             for (size_t i = 0; i < sets[j]->n; i++) {
                 cr_assert(getline(&buf, &cap, f) > 0, "reference ends at line %zu", line);
                 line++;
-                json_object *ref = json_tokener_parse(buf);
-                cr_assert(ref, "line %zu is not JSON", line);
+                cJSON *ref = cJSON_Parse(buf);
+                cr_assert(cJSON_IsObject(ref), "line %zu is not a JSON object", line);
                 same_pair(raw, s, b->k, names[j], sets[j], i, ref, line);
-                json_object_put(ref);
+                cJSON_Delete(ref);
             }
     }
     cr_expect(getline(&buf, &cap, f) <= 0, "reference has more than %zu pairs", line);
     free(buf);
     fclose(f);
     return line;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert(f, "cannot open %s", path);
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    do {
+        cap = cap ? 2 * cap : 4096;
+        buf = realloc(buf, cap + 1);
+        cr_assert(buf);
+        n += fread(buf + n, 1, cap - n, f);
+    } while (n == cap);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
 }
 
 static void check_setting(const setting *st)
@@ -159,17 +181,21 @@ static void check_setting(const setting *st)
     peso_raw raw;
     peso_split s;
     run_c(st, &raw, &s);
-    char *mine = peso_stats_json(&s);
-    json_object *a = json_tokener_parse(mine), *b = json_object_from_file(stats);
+    char *mine = peso_stats_json(&s), *theirs = slurp(stats);
+    cJSON *a = cJSON_Parse(mine), *b = cJSON_Parse(theirs);
     cr_assert(a && b);
     same_json(a, b, "stats");
+    /* json.dumps(stats, indent=2) + "\n": the same text, number spellings
+     * (20 vs 20.0) included */
+    cr_expect_str_eq(mine, theirs);
     size_t n = compare_pairs(&raw, &s, pairs);
     int64_t want = 0;
     for (int k = 0; k < s.n_blocks; k++)
         want += s.b[k].st.train_pairs + (int64_t)s.b[k].valid.n + (int64_t)s.b[k].test.n;
     cr_expect_eq((int64_t)n, want);
-    json_object_put(a);
-    json_object_put(b);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    free(theirs);
     free(mine);
     peso_split_free(&s);
     peso_raw_free(&raw);

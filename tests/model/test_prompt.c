@@ -2,8 +2,8 @@
  * tokenizer gives for the whole prompt text (the code tokens are special
  * tokens, so tokenizers splits the text at them), on the tokenizer that
  * `peso-model init --with-codes` writes. */
+#include <cJSON.h>
 #include <criterion/criterion.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,11 +236,13 @@ static void rm_folder(const char *dir)
     rmdir(dir);
 }
 
-static json_object *ids_json(const int32_t *ids, size_t n)
+/* The examples are written with plain cJSON, not the library's writer. */
+static cJSON *ids_json(const int32_t *ids, size_t n)
 {
-    json_object *a = json_object_new_array();
+    cJSON *a = cJSON_CreateArray();
+    cr_assert_not_null(a);
     for (size_t i = 0; i < n; i++)
-        json_object_array_add(a, json_object_new_int(ids[i]));
+        cr_assert(cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[i])));
     return a;
 }
 
@@ -268,7 +270,7 @@ Test(prompt, folders_and_examples_export_for_python)
     cr_assert_eq(peso_prompt_init(&p, t, LEVELS, sizes, &err), 0, "%s", err.msg);
     peso_rng r;
     peso_rng_seed(&r, 9, 0);
-    json_object *cases = json_object_new_array();
+    cJSON *cases = cJSON_CreateArray();
     const size_t counts[] = {0, 1, 3, 20};
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
         int32_t hist[20 * LEVELS], target[LEVELS], ids[1024], labels[1024];
@@ -279,15 +281,22 @@ Test(prompt, folders_and_examples_export_for_python)
         cr_assert_eq(peso_prompt_example(&p, hist, counts[k], target, ids, labels, 1024, &n, &err), 0, "%s",
                      err.msg);
         prompt_text(text, sizeof text, 1, hist, counts[k], target);
-        json_object *c = json_object_new_object();
-        json_object_object_add(c, "text", json_object_new_string(text));
-        json_object_object_add(c, "ids", ids_json(ids, n));
-        json_object_object_add(c, "labels", ids_json(labels, n));
-        json_object_array_add(cases, c);
+        cJSON *c = cJSON_CreateObject();
+        cr_assert_not_null(cJSON_AddStringToObject(c, "text", text));
+        cr_assert(cJSON_AddItemToObject(c, "ids", ids_json(ids, n)));
+        cr_assert(cJSON_AddItemToObject(c, "labels", ids_json(labels, n)));
+        cr_assert(cJSON_AddItemToArray(cases, c));
     }
     snprintf(path, sizeof path, "%s/prompts.json", dir);
-    cr_assert_eq(json_object_to_file_ext(path, cases, JSON_C_TO_STRING_PLAIN), 0);
-    json_object_put(cases);
+    char *json = cJSON_PrintUnformatted(cases);
+    cr_assert_not_null(json);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    int ok = fputs(json, f) >= 0;
+    ok = fclose(f) == 0 && ok;
+    cr_assert(ok, "cannot write %s", path);
+    cJSON_free(json);
+    cJSON_Delete(cases);
     peso_prompt_free(&p);
     peso_tok_free(t);
     if (!export) {

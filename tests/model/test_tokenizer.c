@@ -2,8 +2,8 @@
  * ids and decoded texts that tokenizers 0.23 produced for every fixture
  * tokenizer (tools/reference/make_tokenizer_fixtures.py); the C encoder must
  * give exactly the same. */
+#include <cJSON.h>
 #include <criterion/criterion.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,82 +31,123 @@ static void fmt_ids(char *buf, size_t n, const int32_t *ids, size_t k)
         w += (size_t)snprintf(buf + w, n - w, "%s%d", i ? "," : "", ids[i]);
 }
 
+/* The fixture files are read with plain cJSON, not the loader's layer. */
+static cJSON *read_json(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    do {
+        cap = cap ? 2 * cap : 65536;
+        buf = realloc(buf, cap + 1);
+        cr_assert_not_null(buf);
+        n += fread(buf + n, 1, cap - n, f);
+    } while (n == cap);
+    fclose(f);
+    cJSON *root = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    cr_assert_not_null(root, "%s is not JSON", path);
+    return root;
+}
+
+static const cJSON *field(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    cr_assert_not_null(v, "no '%s'", key);
+    return v;
+}
+
+/* ids[0..*n) of a JSON array of integers, malloc'd. */
+static int32_t *ids_of(const cJSON *a, size_t *n)
+{
+    cr_assert(cJSON_IsArray(a));
+    *n = (size_t)cJSON_GetArraySize(a);
+    int32_t *ids = malloc((*n + 1) * sizeof *ids);
+    size_t i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, a)
+    {
+        cr_assert(cJSON_IsNumber(v));
+        ids[i++] = v->valueint;
+    }
+    return ids;
+}
+
 /* Returns 1 when encoding text gives exactly the expected ids; with
  * roundtrip (tokenizers decodes every text of the set back to itself), the
  * C decoder must too. */
-static int check_encode(const peso_tok *t, const char *file, json_object *c, int roundtrip)
+static int check_encode(const peso_tok *t, const char *file, const cJSON *c, int roundtrip)
 {
-    json_object *jt = json_object_object_get(c, "text"), *jids = json_object_object_get(c, "ids");
-    const char *text = json_object_get_string(jt);
-    size_t len = (size_t)json_object_get_string_len(jt), n;
-    int32_t *ids;
+    const char *text = cJSON_GetStringValue(field(c, "text"));
+    cr_assert_not_null(text);
+    size_t len = strlen(text), n, want_n;
+    int32_t *ids, *want = ids_of(field(c, "ids"), &want_n);
     peso_err err;
     cr_assert_eq(peso_tok_encode(t, text, len, &ids, &n, &err), 0, "%s", err.msg);
-    size_t want_n = json_object_array_length(jids);
-    int ok = n == want_n;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = ids[i] == json_object_get_int(json_object_array_get_idx(jids, i));
+    int ok = n == want_n && memcmp(ids, want, n * sizeof *ids) == 0;
     if (!ok) {
-        char got[4096];
+        char got[4096], exp[4096];
         fmt_ids(got, sizeof got, ids, n);
-        cr_log_error("%s: text %s: got [%s], expected %s", file, json_object_to_json_string(jt), got,
-                     json_object_to_json_string(jids));
+        fmt_ids(exp, sizeof exp, want, want_n);
+        cr_log_error("%s: text '%s': got [%s], expected [%s]", file, text, got, exp);
     }
     char *back;
     size_t blen;
     cr_assert_eq(peso_tok_decode(t, ids, n, 0, &back, &blen, &err), 0, "%s", err.msg);
     if (roundtrip)
-        cr_expect(blen == len && memcmp(back, text, len) == 0, "%s: decode(encode(%s)) differs", file,
-                  json_object_to_json_string(jt));
+        cr_expect(blen == len && memcmp(back, text, len) == 0, "%s: decode(encode('%s')) differs", file,
+                  text);
     free(back);
+    free(want);
     free(ids);
     return ok;
 }
 
-static void check_decode(const peso_tok *t, const char *file, json_object *c)
+static void check_decode(const peso_tok *t, const char *file, const cJSON *c)
 {
-    json_object *jids = json_object_object_get(c, "ids");
-    json_object *jt = json_object_object_get(c, "text");
-    int skip = json_object_get_boolean(json_object_object_get(c, "skip_special"));
-    size_t n = json_object_array_length(jids);
-    int32_t *ids = malloc((n + 1) * sizeof *ids);
-    for (size_t i = 0; i < n; i++)
-        ids[i] = json_object_get_int(json_object_array_get_idx(jids, i));
-    char *text;
+    const char *want = cJSON_GetStringValue(field(c, "text"));
+    cr_assert_not_null(want);
+    int skip = cJSON_IsTrue(field(c, "skip_special"));
+    size_t n;
+    int32_t *ids = ids_of(field(c, "ids"), &n);
+    char *text, list[4096];
     size_t len;
     peso_err err;
     cr_assert_eq(peso_tok_decode(t, ids, n, skip, &text, &len, &err), 0, "%s", err.msg);
-    cr_expect(len == (size_t)json_object_get_string_len(jt) &&
-                  memcmp(text, json_object_get_string(jt), len) == 0,
-              "%s: decode(%s, skip=%d) = '%s', expected %s", file, json_object_to_json_string(jids), skip,
-              text, json_object_to_json_string(jt));
+    fmt_ids(list, sizeof list, ids, n);
+    cr_expect(len == strlen(want) && memcmp(text, want, len) == 0,
+              "%s: decode([%s], skip=%d) = '%s', expected '%s'", file, list, skip, text, want);
     free(text);
     free(ids);
 }
 
 Test(tokenizer, matches_hf_tokenizers_on_every_fixture_case)
 {
-    json_object *root = json_object_from_file(FIX "tok_cases.json");
-    cr_assert_not_null(root);
-    json_object *sets = json_object_object_get(root, "sets");
+    cJSON *root = read_json(FIX "tok_cases.json");
     size_t checked = 0, bad = 0;
-    for (size_t s = 0; s < json_object_array_length(sets); s++) {
-        json_object *set = json_object_array_get_idx(sets, s);
-        json_object *files = json_object_object_get(set, "files");
-        json_object *enc = json_object_object_get(set, "encode");
-        json_object *dec = json_object_object_get(set, "decode");
-        int roundtrip = json_object_get_boolean(json_object_object_get(set, "roundtrip"));
-        for (size_t f = 0; f < json_object_array_length(files); f++) {
-            const char *file = json_object_get_string(json_object_array_get_idx(files, f));
-            peso_tok *t = load(file);
-            for (size_t i = 0; i < json_object_array_length(enc); i++, checked++)
-                bad += !check_encode(t, file, json_object_array_get_idx(enc, i), roundtrip);
-            for (size_t i = 0; i < json_object_array_length(dec); i++)
-                check_decode(t, file, json_object_array_get_idx(dec, i));
+    const cJSON *set, *file, *c;
+    cJSON_ArrayForEach(set, field(root, "sets"))
+    {
+        int roundtrip = cJSON_IsTrue(field(set, "roundtrip"));
+        cJSON_ArrayForEach(file, field(set, "files"))
+        {
+            const char *name = cJSON_GetStringValue(file);
+            cr_assert_not_null(name);
+            peso_tok *t = load(name);
+            cJSON_ArrayForEach(c, field(set, "encode"))
+            {
+                bad += !check_encode(t, name, c, roundtrip);
+                checked++;
+            }
+            cJSON_ArrayForEach(c, field(set, "decode"))
+            {
+                check_decode(t, name, c);
+            }
             peso_tok_free(t);
         }
     }
-    json_object_put(root);
+    cJSON_Delete(root);
     cr_assert_gt(checked, 900, "fixture has %zu encode cases", checked);
     cr_assert_eq(bad, 0, "%zu of %zu encodings differ from tokenizers", bad, checked);
 }
@@ -334,24 +375,29 @@ static const char *const probes[] = {
     "",
 };
 
+/* Written with plain cJSON, not the writer under test. */
 static void write_cases(const char *path, const peso_tok *t)
 {
-    json_object *arr = json_object_new_array();
+    cJSON *arr = cJSON_CreateArray();
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
         int32_t *ids;
         size_t n;
         peso_err err;
         cr_assert_eq(peso_tok_encode(t, probes[i], strlen(probes[i]), &ids, &n, &err), 0);
-        json_object *c = json_object_new_object(), *jids = json_object_new_array();
+        cJSON *c = cJSON_CreateObject();
+        cr_assert_not_null(cJSON_AddStringToObject(c, "text", probes[i]));
+        cJSON *jids = cJSON_AddArrayToObject(c, "ids");
+        cr_assert_not_null(jids);
         for (size_t k = 0; k < n; k++)
-            json_object_array_add(jids, json_object_new_int(ids[k]));
-        json_object_object_add(c, "text", json_object_new_string(probes[i]));
-        json_object_object_add(c, "ids", jids);
-        json_object_array_add(arr, c);
+            cr_assert(cJSON_AddItemToArray(jids, cJSON_CreateNumber(ids[k])));
+        cr_assert(cJSON_AddItemToArray(arr, c));
         free(ids);
     }
-    cr_assert_eq(json_object_to_file_ext(path, arr, JSON_C_TO_STRING_PLAIN), 0);
-    json_object_put(arr);
+    char *text = cJSON_PrintUnformatted(arr);
+    cr_assert_not_null(text);
+    write_file(path, text);
+    cJSON_free(text);
+    cJSON_Delete(arr);
 }
 
 Test(tokenizer, built_and_extended_tokenizers_save_for_python)
@@ -433,14 +479,11 @@ Test(tokenizer, split_on_a_literal_string_isolates_it)
 
 Test(tokenizer, llama3_pattern_is_the_one_tokenizers_writes)
 {
-    json_object *root = json_object_from_file(FIX "tok_llama3.json"), *pre, *list, *pat, *re;
-    cr_assert_not_null(root);
-    cr_assert(json_object_object_get_ex(root, "pre_tokenizer", &pre));
-    cr_assert(json_object_object_get_ex(pre, "pretokenizers", &list));
-    cr_assert(json_object_object_get_ex(json_object_array_get_idx(list, 0), "pattern", &pat));
-    cr_assert(json_object_object_get_ex(pat, "Regex", &re));
-    cr_assert_str_eq(peso_tok_llama3_pattern, json_object_get_string(re));
-    json_object_put(root);
+    cJSON *root = read_json(FIX "tok_llama3.json");
+    const cJSON *list = field(field(root, "pre_tokenizer"), "pretokenizers");
+    const cJSON *re = field(field(cJSON_GetArrayItem(list, 0), "pattern"), "Regex");
+    cr_assert_str_eq(peso_tok_llama3_pattern, cJSON_GetStringValue(re));
+    cJSON_Delete(root);
 }
 
 Test(tokenizer, save_writes_the_loaded_file_back_with_the_added_token)

@@ -105,10 +105,12 @@ Test(import, errors_name_the_item)
     expect_import_error("bad_number.index.json", ids3, 3, "item '11'", "<b_10000>");
     expect_import_error("bad_type.index.json", ids3, 3, "item '11': token 2 is 7", NULL);
     expect_import_error("short.index.json", ids3, 3, "item '11' has 1 tokens, expected 2", NULL);
-    expect_import_error("truncated.index.json", ids3, 3, "invalid JSON",
-                        ":3: invalid JSON: unexpected end of data");
+    /* the file ends after the newline that ends line 2 */
+    expect_import_error("truncated.index.json", ids3, 3, "cannot read semantic ID index",
+                        "line 3, column 1: unexpected end of input");
     expect_import_error("array.index.json", ids3, 3, "expected a JSON object", NULL);
-    expect_import_error("absent.index.json", ids3, 3, "cannot open", NULL);
+    expect_import_error("absent.index.json", ids3, 3, "cannot read semantic ID index",
+                        "No such file or directory");
 }
 
 Test(import, token_syntax)
@@ -143,10 +145,56 @@ Test(import, token_syntax)
     fprintf(f, "{\"1\": [\"<a_1>\"]} {}");
     fclose(f);
     cr_assert_eq(peso_semid_import(&s, path, &raw, &split, &err), -1);
-    cr_assert(strstr(err.msg, "unexpected text after the JSON object"), "%s", err.msg);
+    /* the second '{' is byte 18 */
+    cr_assert(strstr(err.msg, "line 1, column 18: unexpected '{'"), "%s", err.msg);
     test_dataset_free(&raw, &split);
     remove(path);
     remove(dir);
+}
+
+static int import_text(const char *text, const char *const *ids, size_t n, peso_semid *s, peso_err *err)
+{
+    char dir[64], path[128];
+    cr_assert_eq(test_tmpdir(dir), 0);
+    snprintf(path, sizeof path, "%s/t.index.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    peso_raw raw;
+    peso_split split;
+    test_dataset(&raw, &split, n, ids, NULL, NULL);
+    int rc = peso_semid_import(s, path, &raw, &split, err);
+    test_dataset_free(&raw, &split);
+    remove(path);
+    remove(dir);
+    return rc;
+}
+
+/* Entries are matched to items by key, whatever their order in the file;
+ * a key written twice keeps its last value; keys of no dataset item are
+ * ignored; errors name the first bad item in dataset order. */
+Test(import, entries_by_key)
+{
+    const char *ids[] = {"2", "1"};
+    peso_semid s;
+    peso_err err = {{0}};
+    cr_assert_eq(import_text("{\"9\": 5, \"1\": [\"<a_4>\", \"<b_1>\"], \"2\": [\"<a_3>\", \"<b_0>\"], "
+                             "\"1\": [\"<a_6>\", \"<b_2>\"]}",
+                             ids, 2, &s, &err),
+                 0, "%s", err.msg);
+    const int32_t want[] = {3, 0, 6, 2};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(s.codes[i], want[i], "code %d", i);
+    cr_assert_eq(s.level_size[0], 7);
+    cr_assert_eq(s.level_size[1], 3);
+    peso_semid_free(&s);
+    cr_assert_eq(import_text("{\"1\": [\"<a_1>\"], \"2\": null}", ids, 2, &s, &err), -1);
+    cr_assert(strstr(err.msg, "item '2': expected an array of tokens"), "%s", err.msg);
+    cr_assert_null(s.codes);
+    cr_assert_eq(import_text("{\"1\": [7], \"2\": [\"<a_1>\", \"<b_1>\"]}", ids, 2, &s, &err), -1);
+    cr_assert(strstr(err.msg, "item '1' has 1 tokens, expected 2 like the other items"), "%s", err.msg);
+    cr_assert_eq(import_text("{\"1\": [\"<a_1>\"], \"2\": [{\"x\": [1.50]}]}", ids, 2, &s, &err), -1);
+    cr_assert(strstr(err.msg, "item '2': token 1 is {\"x\":[1.50]}, expected \"<a_N>\""), "%s", err.msg);
 }
 
 static char *slurp(const char *path)
