@@ -5,11 +5,15 @@
  *   peso-model logits  --model DIR [--adapter DIR] --ids 1,2,3
  *                      [--out FILE.safetensors]
  *   peso-model inspect --model DIR [--adapter DIR]
+ *   peso-model adapter --model DIR --out ADAPTER_DIR [LoRA options]
+ *                      [--b-init zero|normal] [--b-std S] [--force]
  *   peso-model init    ... (model/init.h: a tiny random model folder)
  *
  * Without --adapter, LoRA comes from --rank/--alpha/--targets with PEFT's
- * init (B = 0), so results are the base model's. Exit status: 0 ok, 1
- * failure, 2 usage. */
+ * init (B = 0), so results are the base model's. `adapter` writes such a
+ * fresh adapter as a PEFT folder (optionally with B random, so that it
+ * changes the outputs), to check interchange with PEFT. Exit status: 0 ok,
+ * 1 failure, 2 usage. */
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
@@ -19,6 +23,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "common/atomic.h"
 #include "lora/peft.h"
 #include "model/init.h"
 #include "model/llama.h"
@@ -33,12 +38,15 @@ enum {
     OPT_OUT = 1 << 5,
     OPT_LORA = 1 << 6, /* --rank --alpha --targets --seed */
     OPT_BACKEND = 1 << 7,
+    OPT_ADAPTER_INIT = 1 << 8, /* --b-init --b-std --force */
 };
 
 struct args {
     const char *model, *adapter, *batch, *grads_out, *ids, *out, *backend;
+    const char *b_init, *b_std;
     peso_llama_opts mo;
     int lora_set;
+    int force;
 };
 
 static const char *prog = "peso-model";
@@ -54,6 +62,13 @@ static void usage(FILE *f)
                "          top-5 logits of the last position; --out writes 'logits' F32 [T, V]\n"
                "  inspect --model DIR [--adapter DIR]\n"
                "          config, parameter counts and the folder's weights\n"
+               "  adapter --model DIR --out ADAPTER_DIR [--b-init zero|normal] [--b-std S] [--force]\n"
+               "          writes a fresh LoRA adapter for the model as a PEFT folder (adapter_config.json,\n"
+               "          adapter_model.safetensors): A from PEFT's Kaiming-uniform init; B zero\n"
+               "          (--b-init zero, the default: PEFT's init_lora_weights=True, outputs unchanged)\n"
+               "          or N(0, S^2) (--b-init normal, --b-std S, default 0.02: the analog of PEFT's\n"
+               "          init_lora_weights=False, which also makes B non-zero, so the adapter changes\n"
+               "          the outputs). A non-empty ADAPTER_DIR is refused unless --force.\n"
                "  init    --preset NAME --out DIR ...  a random model folder (peso-model init --help)\n"
                "LoRA without --adapter: --rank R (8) --alpha A (16) --targets q,k,v,o,gate,up,down\n"
                "  (default all) --seed N (42, init of A); --backend NAME (cpu)\n");
@@ -114,6 +129,8 @@ static const char **string_slot(struct args *a, const char *opt, unsigned allowe
         {"--ids", OPT_IDS, offsetof(struct args, ids)},
         {"--out", OPT_OUT, offsetof(struct args, out)},
         {"--backend", OPT_BACKEND, offsetof(struct args, backend)},
+        {"--b-init", OPT_ADAPTER_INIT, offsetof(struct args, b_init)},
+        {"--b-std", OPT_ADAPTER_INIT, offsetof(struct args, b_std)},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (!strcmp(opt, table[i].name) && (allowed & table[i].bit))
@@ -135,6 +152,10 @@ static int parse_args(struct args *a, int argc, char **argv, unsigned allowed)
     allowed |= OPT_BACKEND;
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
+        if ((allowed & OPT_ADAPTER_INIT) && !strcmp(opt, "--force")) {
+            a->force = 1;
+            continue;
+        }
         const char **slot = string_slot(a, opt, allowed);
         int lora = (allowed & OPT_LORA) && is_lora_opt(opt);
         if (!slot && !lora) {
@@ -436,16 +457,120 @@ static int cmd_inspect(int argc, char **argv)
     return 0;
 }
 
+/* ---- adapter: a fresh PEFT adapter folder ---- */
+
+#define DEFAULT_B_STD 0.02
+
+/* --b-init and --b-std into *std: 0 for B = 0, else the normal's std. */
+static int parse_b_init(const struct args *a, double *std)
+{
+    char *end;
+    *std = 0.0;
+    if (!a->b_init || !strcmp(a->b_init, "zero")) {
+        if (a->b_std) {
+            fprintf(stderr, "%s adapter: --b-std needs --b-init normal (B is zero otherwise)\n", prog);
+            return -1;
+        }
+        return 0;
+    }
+    if (strcmp(a->b_init, "normal"))
+        return bad_value("--b-init", a->b_init, "zero or normal");
+    if (!a->b_std) {
+        *std = DEFAULT_B_STD;
+        return 0;
+    }
+    errno = 0;
+    *std = strtod(a->b_std, &end);
+    if (errno || end == a->b_std || *end || !(*std > 0.0) || *std > DBL_MAX)
+        return bad_value("--b-std", a->b_std, "a finite number > 0");
+    return 0;
+}
+
+static int refuse_nonempty(const struct args *a)
+{
+    peso_err err;
+    int empty;
+    if (peso_dir_is_empty(a->out, &empty, &err) < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return -1;
+    }
+    if (!empty && !a->force) {
+        fprintf(stderr, "%s: %s: directory is not empty (pass --force to overwrite its adapter files)\n",
+                prog, a->out);
+        return -1;
+    }
+    return 0;
+}
+
+/* The LoRA of a freshly loaded model is PEFT's init; B is redrawn when
+ * asked, then the adapter is written as training would save it. */
+static int write_adapter(const struct args *a, peso_llama *m, double b_std)
+{
+    peso_err err;
+    float *host = peso_malloc((m->flat.numel ? m->flat.numel : 1) * sizeof(float));
+    int rc = 0;
+    if (b_std > 0.0) {
+        rc = peso_llama_get_params(m, host, &err);
+        if (rc == 0) {
+            peso_lora_init_b_normal(&m->lora, host, a->mo.seed, b_std);
+            rc = peso_llama_set_params(m, host, &err);
+        }
+    }
+    free(host);
+    if (rc == 0)
+        rc = peso_llama_save_adapter(m, a->out, a->model, &err);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return 1;
+    }
+    printf("model %s\n", a->model);
+    printf("adapter %s\n", a->out);
+    printf("lora r=%d alpha=%g scaling=%g targets=", m->lora.conf.rank, m->lora.conf.alpha,
+           peso_lora_scaling(&m->lora.conf));
+    print_targets(m->lora.conf.targets);
+    printf("b_init %s", b_std > 0.0 ? "normal" : "zero");
+    if (b_std > 0.0)
+        printf(" std=%g", b_std);
+    printf("\nseed %llu\n", (unsigned long long)a->mo.seed);
+    printf("tensors %d params %zu\n", 2 * m->lora.n_modules, peso_lora_numel(&m->lora.conf, &m->cfg));
+    return 0;
+}
+
+static int cmd_adapter(int argc, char **argv)
+{
+    struct args a;
+    double b_std;
+    int rc = parse_args(&a, argc, argv, OPT_MODEL | OPT_OUT | OPT_LORA | OPT_ADAPTER_INIT);
+    if (rc)
+        return rc;
+    if (!a.out) {
+        fprintf(stderr, "%s adapter: --out ADAPTER_DIR is required\n", prog);
+        return 2;
+    }
+    if (parse_b_init(&a, &b_std) < 0)
+        return 2;
+    if (refuse_nonempty(&a) < 0)
+        return 1;
+    peso_backend *be;
+    peso_llama *m;
+    if (open_model(&a, &be, &m) < 0)
+        return 1;
+    rc = write_adapter(&a, m, b_std);
+    close_model(be, m);
+    return rc;
+}
+
 /* ---- dispatch ---- */
 
 static const struct command {
     const char *name;
     int (*run)(int argc, char **argv);
 } commands[] = {
-    {"loss", cmd_loss},
-    {"logits", cmd_logits},
-    {"inspect", cmd_inspect},
-    {"init", peso_model_init_main},
+    {.name = "loss", .run = cmd_loss},
+    {.name = "logits", .run = cmd_logits},
+    {.name = "inspect", .run = cmd_inspect},
+    {.name = "adapter", .run = cmd_adapter},
+    {.name = "init", .run = peso_model_init_main},
 };
 
 int main(int argc, char **argv)

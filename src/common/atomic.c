@@ -1,5 +1,6 @@
 #include "common/atomic.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -53,6 +54,19 @@ int peso_mkdir_p(const char *dir, peso_err *err)
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return peso_errf(err, "%s: exists and is not a directory", dir);
+    return 0;
+}
+
+int peso_dir_is_empty(const char *dir, int *empty, peso_err *err)
+{
+    DIR *d = opendir(dir);
+    *empty = 1;
+    if (!d)
+        return errno == ENOENT ? 0 : peso_errf(err, "%s: cannot open directory: %s", dir, strerror(errno));
+    struct dirent *e;
+    while (*empty && (e = readdir(d)))
+        *empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
     return 0;
 }
 

@@ -16,6 +16,10 @@ void peso_tmp_path(char *tmp, size_t n, const char *path);
 int peso_commit_file(const char *tmp, const char *path, peso_err *err);
 /* Creates a directory and its parents (mkdir -p). */
 int peso_mkdir_p(const char *dir, peso_err *err);
+/* *empty = 1 when dir has no entries or does not exist (so an output
+ * folder can be refused when it already holds something); -1 when dir
+ * exists but cannot be listed (not a directory, no permission). */
+int peso_dir_is_empty(const char *dir, int *empty, peso_err *err);
 /* Writes a whole buffer to path atomically. */
 int peso_write_file_atomic(const char *path, const void *data, size_t n, peso_err *err);
 

@@ -189,3 +189,15 @@ void peso_lora_init(const peso_lora *l, float *params, uint64_t seed)
         memset(params + m->b_off, 0, (size_t)m->out * (size_t)l->conf.rank * sizeof(float));
     }
 }
+
+void peso_lora_init_b_normal(const peso_lora *l, float *params, uint64_t seed, double std)
+{
+    peso_rng rng;
+    peso_rng_seed(&rng, seed, PESO_LORA_B_RNG_STREAM);
+    for (int i = 0; i < l->n_modules; i++) {
+        const peso_lora_module *m = &l->mods[i];
+        float *b = params + m->b_off;
+        for (size_t j = 0; j < (size_t)m->out * (size_t)l->conf.rank; j++)
+            b[j] = (float)(std * peso_rng_normal(&rng));
+    }
+}

@@ -97,6 +97,13 @@ const peso_lora_module *peso_lora_find(const peso_lora *l, int layer, peso_lora_
  * zero. */
 #define PESO_LORA_RNG_STREAM 0x4c6f5241u /* "LoRA" */
 void peso_lora_init(const peso_lora *l, float *params, uint64_t seed);
+/* Overwrites every B with N(0, std^2) draws from the project RNG (seed,
+ * stream PESO_LORA_B_RNG_STREAM), in module order and row-major within B;
+ * A is left alone. An adapter that changes the model's outputs from the
+ * start, as PEFT's init_lora_weights=False gives (there B keeps
+ * nn.Linear's uniform init; here it is normal with a chosen std). */
+#define PESO_LORA_B_RNG_STREAM 0x4c6f5242u /* "LoRB" */
+void peso_lora_init_b_normal(const peso_lora *l, float *params, uint64_t seed, double std);
 
 /* The PEFT key of a module's A (which = 'A') or B (which = 'B') matrix:
  * base_model.model.model.layers.{layer}.{parent}.{proj}.lora_{which}.weight */

@@ -161,6 +161,27 @@ Test(atomic, write_replaces_only_when_complete)
     cr_expect(strstr(err.msg, "/nonexistent/dir/x"), "%s", err.msg);
 }
 
+Test(atomic, dir_is_empty)
+{
+    char dir[] = "/tmp/peso_empty_XXXXXX", path[300];
+    cr_assert(mkdtemp(dir));
+    peso_err err = {{0}};
+    int empty = -1;
+    cr_assert_eq(peso_dir_is_empty(dir, &empty, &err), 0, "%s", err.msg);
+    cr_expect_eq(empty, 1, "a new folder");
+    snprintf(path, sizeof path, "%s/absent", dir);
+    cr_assert_eq(peso_dir_is_empty(path, &empty, &err), 0, "%s", err.msg);
+    cr_expect_eq(empty, 1, "an absent folder counts as empty");
+    snprintf(path, sizeof path, "%s/.hidden", dir);
+    cr_assert_eq(peso_write_file_atomic(path, "x", 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_dir_is_empty(dir, &empty, &err), 0, "%s", err.msg);
+    cr_expect_eq(empty, 0, "a folder holding a dot file");
+    cr_expect_eq(peso_dir_is_empty(path, &empty, &err), -1, "a file is not a folder");
+    cr_expect(strstr(err.msg, path) && strstr(err.msg, "directory"), "%s", err.msg);
+    unlink(path);
+    rmdir(dir);
+}
+
 Test(rng, deterministic_streams_and_unbiased_below)
 {
     peso_rng a, b, c;

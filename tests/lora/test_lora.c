@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/rng.h"
 #include "lora/lora.h"
 
 /* Llama-3.2-1B shapes with 3 layers */
@@ -140,6 +141,52 @@ Test(lora, peft_init)
             cr_assert_eq(p[m->b_off + j], 0.0f);
     }
     peso_lora_init(&l, q, 6);
+    cr_assert_neq(memcmp(p, q, f.numel * sizeof *p), 0);
+    free(p);
+    free(q);
+    peso_lora_free(&l);
+    peso_flat_free(&f);
+}
+
+/* B from N(0, std^2): the first draw is std times the first normal of the
+ * documented stream; over all B entries mean 0 and variance std^2; A is
+ * exactly PEFT's init (the B draws do not consume A's stream). */
+Test(lora, b_normal_init)
+{
+    peso_llama_config c = cfg();
+    c.num_hidden_layers = 1;
+    peso_lora_conf lc = {8, 16.0, (1u << PESO_LORA_Q) | (1u << PESO_LORA_DOWN)};
+    peso_flat f;
+    peso_lora l;
+    peso_err err;
+    peso_flat_init(&f);
+    cr_assert_eq(peso_lora_layout(&l, &lc, &c, &f, &err), 0, "%s", err.msg);
+    float *p = calloc(f.numel, sizeof *p), *q = calloc(f.numel, sizeof *q);
+    peso_lora_init(&l, p, 7);
+    peso_lora_init(&l, q, 7);
+    peso_lora_init_b_normal(&l, p, 7, 0.1);
+    peso_rng rng;
+    peso_rng_seed(&rng, 7, PESO_LORA_B_RNG_STREAM);
+    cr_assert_float_eq(p[l.mods[0].b_off], (float)(0.1 * peso_rng_normal(&rng)), 0.0f);
+    double s = 0.0, ss = 0.0;
+    size_t n = 0;
+    for (int i = 0; i < l.n_modules; i++) {
+        const peso_lora_module *m = &l.mods[i];
+        size_t na = (size_t)8 * m->in;
+        cr_assert_eq(memcmp(p + m->a_off, q + m->a_off, na * sizeof *p), 0, "A of module %d", i);
+        for (size_t j = 0; j < (size_t)8 * m->out; j++, n++) {
+            s += p[m->b_off + j];
+            ss += (double)p[m->b_off + j] * p[m->b_off + j];
+        }
+    }
+    double mean = s / n, var = ss / n - mean * mean;
+    cr_assert_eq(n, (size_t)8 * (2048 + 2048));
+    cr_assert(fabs(mean) < 4.0 * 0.1 / sqrt((double)n), "mean %g", mean);
+    cr_assert(fabs(var / 0.01 - 1.0) < 0.05, "variance %g, expected 0.01", var);
+    memcpy(q, p, f.numel * sizeof *p);
+    peso_lora_init_b_normal(&l, q, 7, 0.1);
+    cr_assert_eq(memcmp(p, q, f.numel * sizeof *p), 0);
+    peso_lora_init_b_normal(&l, q, 8, 0.1);
     cr_assert_neq(memcmp(p, q, f.numel * sizeof *p), 0);
     free(p);
     free(q);

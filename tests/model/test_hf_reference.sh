@@ -2,8 +2,10 @@
 # The model engine against Hugging Face transformers + PEFT: loss, logits
 # and every LoRA gradient of two tiny random Llama configs (tied and
 # untied) within 1e-4 relative in float32, through peso-model's loss and
-# logits commands (tools/reference/hf_llama_check.py). Needs the reference
-# venv that tools/reference/setup-venv.sh makes; without it the test fails
+# logits commands, and an adapter folder written by `peso-model adapter`
+# loaded in PEFT with the same logits (tools/reference/hf_llama_check.py).
+# Needs the reference venv that tools/reference/setup-venv.sh makes;
+# without it the test fails
 # in CI and is skipped elsewhere.
 set -euo pipefail
 src=${PESO_SOURCE_DIR:?} bin=${PESO_BIN_DIR:?}

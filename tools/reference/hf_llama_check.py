@@ -32,8 +32,17 @@ smooth band) this script
      (of the loss: |ours - hf| / |hf|); every one must be within 1e-4;
   6. loads the gradient file peso-model wrote (PEFT keys, written by
      peso's adapter writer) as the weights of a PEFT adapter folder and
-     checks PEFT sees exactly its values: the reverse direction of adapter
-     IO, as far as the command line reaches.
+     checks PEFT sees exactly its values;
+  7. has peso write a whole adapter folder,
+        peso-model adapter --model M --out PD --b-init normal --b-std 0.1 --seed 5 [--rank --alpha --targets]
+     (A: the defaults r 8, alpha 16, all seven projections; B: r 3, alpha 5,
+     q,k,down), loads it with PeftModel.from_pretrained and checks that PEFT
+     reports no missing or unexpected keys, holds exactly the file's values,
+     reads back r, lora_alpha, target_modules and scaling = alpha / r, and
+     gives peso-model logits --adapter PD's logits on the 3 batch rows
+     within 1e-4 (the adapter must change them: B is random). Beside these,
+     'init:' rows compare peso's A with PEFT's own fresh Kaiming-uniform A
+     (the bound 1/sqrt(in) and the variance) and B's std with 0.1.
 
 It also checks the reference itself before using it: the saved folders
 reload in transformers + PEFT with identical logits, gradient names equal
@@ -47,11 +56,13 @@ Prints a table of every compared quantity, the worst relative error and a
 before running peso-model (to check the reference alone).
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 
 import h5py
 import numpy as np
@@ -75,6 +86,7 @@ CONFIGS = {
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
         tie_word_embeddings=True, seed=1234, lengths=[60, 51, 37],
+        peso_adapter=dict(args=[], r=8, alpha=16, targets=TARGETS),
     ),
     # rope_theta 10000 with head_dim 16 puts two frequencies (wavelengths
     # 19.9 and 62.8) inside the smooth band (16, 64) of this scaling.
@@ -85,9 +97,13 @@ CONFIGS = {
         rope_scaling={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
         tie_word_embeddings=False, seed=4321, lengths=[48, 64, 55], smooth_band=True,
+        peso_adapter=dict(args=["--rank", "3", "--alpha", "5", "--targets", "q,k,down"], r=3, alpha=5,
+                          targets=["q_proj", "k_proj", "down_proj"]),
     ),
 }
 INIT_STD = 0.2  # wide enough that attention scores have spread ~ 1..3
+PESO_ADAPTER_SEED, PESO_B_STD = 5, 0.1
+INIT_TOL = 0.05  # sampling noise of a variance over ~10^3..10^4 draws is ~1-3%
 NORM_JITTER = 0.1
 
 
@@ -327,6 +343,115 @@ def compare_peso(rep, name, peso, work, model_dir, adapter_dir, ids, mask, ref):
             rep.fail(name, what, str(e))
 
 
+def load_peft_strict(rep, name, model_dir, adapter_dir):
+    """PeftModel.from_pretrained(base, adapter_dir), failing rows for any
+    key PEFT reports missing (its warning) or unexpected (the load result
+    of load_adapter, which from_pretrained drops)."""
+    base = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="eager")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pm = PeftModel.from_pretrained(base, adapter_dir).eval()
+        missing = [str(w.message) for w in caught if "missing" in str(w.message).lower()]
+        probe = PeftModel.from_pretrained(
+            LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="eager"),
+            adapter_dir)
+        res = probe.load_adapter(adapter_dir, adapter_name="probe")
+    what = "peso adapter: peft loads it, no missing/unexpected keys"
+    if missing:
+        rep.fail(name, what, missing[0][:200])
+    elif res.missing_keys or res.unexpected_keys:
+        rep.fail(name, what, f"load_adapter: missing {res.missing_keys[:3]}, unexpected {res.unexpected_keys[:3]}")
+    else:
+        rep.add(name, what, 0.0, tol=0.0)
+    return pm
+
+
+def check_adapter_config(rep, name, pm, adapter_dir, model_dir, want):
+    """The fields PEFT reads, as PEFT parsed them, and the scaling it uses."""
+    cfg = pm.peft_config["default"]
+    got = dict(r=cfg.r, alpha=cfg.lora_alpha, targets=sorted(cfg.target_modules))
+    exp = dict(r=want["r"], alpha=want["alpha"], targets=sorted(want["targets"]))
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        base = json.load(f).get("base_model_name_or_path")
+    scalings = {m.scaling["default"] for m in pm.modules() if hasattr(m, "scaling") and "default" in m.scaling}
+    if got != exp or base != model_dir:
+        rep.fail(name, "peso adapter: config r, lora_alpha, target_modules",
+                 f"peft read {got} base {base!r}, expected {exp} base {model_dir!r}")
+    elif scalings != {want["alpha"] / want["r"]}:
+        rep.fail(name, "peso adapter: config r, lora_alpha, target_modules",
+                 f"peft scalings {sorted(scalings)}, expected {want['alpha'] / want['r']}")
+    else:
+        rep.add(name, "peso adapter: config r, lora_alpha, target_modules", 0.0, tol=0.0)
+
+
+def check_weights_held(rep, name, pm, adapter_dir, spec):
+    """PEFT's LoRA parameters are exactly the file's, key for key."""
+    held = {saved_key(n): p.detach() for n, p in pm.named_parameters() if ".lora_" in n}
+    saved = load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    n_expect = spec["num_hidden_layers"] * len(spec["peso_adapter"]["targets"]) * 2
+    if set(held) != set(saved) or len(saved) != n_expect:
+        rep.fail(name, "peso adapter: peft holds the file's tensors",
+                 f"{len(saved)} in the file, {len(held)} in peft, expected {n_expect}; "
+                 f"only in file {sorted(set(saved) - set(held))[:2]}, only in peft {sorted(set(held) - set(saved))[:2]}")
+        return saved
+    rep.add(name, "peso adapter: peft holds the file's tensors",
+            max(rel_err(held[k], saved[k]) for k in saved), tol=0.0)
+    return saved
+
+
+def check_init_stats(rep, name, spec, model_dir, saved):
+    """peso's A against PEFT's own fresh init of the same adapter shape,
+    and B's std against --b-std. Rows start with 'init:' (statistics,
+    not peso-vs-transformers errors)."""
+    want = spec["peso_adapter"]
+    base = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="eager")
+    torch.manual_seed(spec["seed"] + 3)
+    fresh = get_peft_model(base, LoraConfig(r=want["r"], lora_alpha=want["alpha"], target_modules=want["targets"],
+                                            lora_dropout=0.0, bias="none", task_type="CAUSAL_LM"))
+    theirs = [p.detach() for n, p in fresh.named_parameters() if ".lora_A." in n]
+    ours = [t for k, t in saved.items() if ".lora_A." in k]
+    scaled = lambda ts: torch.cat([(t * t.shape[1] ** 0.5).flatten().double() for t in ts])
+    a_ours, a_theirs = scaled(ours), scaled(theirs)
+    rep.add(name, "init: max|A|*sqrt(in), peso (PEFT bound 1)", float(a_ours.abs().max()), tol=1 + 1e-6)
+    rep.add(name, "init: max|A|*sqrt(in), peft (PEFT bound 1)", float(a_theirs.abs().max()), tol=1 + 1e-6)
+    rep.add(name, "init: |var A peso / var A peft - 1|", abs(float(a_ours.var() / a_theirs.var()) - 1), tol=INIT_TOL)
+    b = torch.cat([t.flatten().double() for k, t in saved.items() if ".lora_B." in k])
+    rep.add(name, f"init: |std B / {PESO_B_STD} - 1|", abs(float(b.std()) / PESO_B_STD - 1), tol=INIT_TOL)
+
+
+def check_peso_adapter(rep, name, spec, peso, work, model_dir, ids, mask):
+    """An adapter folder written by peso-model adapter, served by PEFT."""
+    ad = os.path.join(work, "adapter-by-peso")
+    want = spec["peso_adapter"]
+    cmd = [peso, "adapter", "--model", model_dir, "--out", ad, "--b-init", "normal", "--b-std", str(PESO_B_STD),
+           "--seed", str(PESO_ADAPTER_SEED)] + want["args"]
+    try:
+        run_peso(cmd)
+    except RuntimeError as e:
+        rep.fail(name, "peso adapter", str(e))
+        return
+    pm = load_peft_strict(rep, name, model_dir, ad)
+    check_adapter_config(rep, name, pm, ad, model_dir, want)
+    saved = check_weights_held(rep, name, pm, ad, spec)
+    check_init_stats(rep, name, spec, model_dir, saved)
+    lpath = os.path.join(work, "logits-peso-adapter.safetensors")
+    for r, n in enumerate(int(x) for x in mask.sum(dim=1)):
+        with torch.no_grad():
+            want_logits = pm(input_ids=ids[r:r + 1, :n]).logits[0]
+            if r == 0:
+                with pm.disable_adapter():
+                    base_logits = pm(input_ids=ids[r:r + 1, :n]).logits[0]
+                rep.add(name, "peso adapter: changes the logits (B random)", rel_err(want_logits, base_logits),
+                        tol=100 * TOL, kind="differ")
+        what = f"peso adapter in peft: logits row {r} [{n}, {want_logits.shape[1]}]"
+        try:
+            run_peso([peso, "logits", "--model", model_dir, "--adapter", ad,
+                      "--ids", ",".join(str(int(i)) for i in ids[r, :n]), "--out", lpath])
+            rep.tensor(name, what, load_file(lpath)["logits"], want_logits)
+        except (RuntimeError, KeyError) as e:
+            rep.fail(name, what, str(e))
+
+
 def check_config(rep, name, spec, work, peso):
     model_dir = os.path.join(work, "model")
     adapter_dir = os.path.join(work, "adapter")
@@ -341,6 +466,7 @@ def check_config(rep, name, spec, work, peso):
     self_checks(rep, name, spec, model_dir, adapter_dir, pm, ids, mask, labels, ref)
     if peso:
         compare_peso(rep, name, peso, work, model_dir, adapter_dir, ids, mask, ref)
+        check_peso_adapter(rep, name, spec, peso, work, model_dir, ids, mask)
 
 
 def main():
@@ -372,7 +498,7 @@ def main():
             print(f"work folder kept: {work}")
     rep.print()
     n_ok = sum(1 for r in rep.rows if r[5])
-    vs_hf = [r[2] for r in rep.rows if r[4] == "agree" and not r[1].startswith("hf:")]
+    vs_hf = [r[2] for r in rep.rows if r[4] == "agree" and not r[1].startswith(("hf:", "init:"))]
     if vs_hf:
         print(f"worst relative error of peso-model vs transformers: {max(vs_hf):.3e}")
     for f in rep.failed:
