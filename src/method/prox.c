@@ -1,0 +1,322 @@
+#include "method/prox.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Below this many entries a term runs on one thread: starting the team
+ * costs more than the work. */
+enum { PAR_MIN = 1 << 15 };
+
+static const char *const grouping_names[PESO_PROX_NGROUPING] = {"module", "matrix", "rank"};
+
+const char *peso_prox_grouping_name(peso_prox_grouping how)
+{
+    return (unsigned)how < PESO_PROX_NGROUPING ? grouping_names[how] : "?";
+}
+
+int peso_prox_grouping_parse(const char *s, peso_prox_grouping *how, peso_err *err)
+{
+    for (int i = 0; i < PESO_PROX_NGROUPING; i++)
+        if (strcmp(s, grouping_names[i]) == 0) {
+            *how = (peso_prox_grouping)i;
+            return 0;
+        }
+    return peso_errf(err, "proximal group '%s', expected module, matrix or rank", s);
+}
+
+/* A and B of module mi as one group. */
+static peso_prox_group module_group(const peso_lora *l, int mi)
+{
+    const peso_lora_module *m = &l->mods[mi];
+    size_t r = (size_t)l->conf.rank, na = r * (size_t)m->in, nb = (size_t)m->out * r;
+    return (peso_prox_group){mi, 2, {{m->a_off, na, 1}, {m->b_off, nb, 1}}, na + nb};
+}
+
+static int groups_per_module(peso_prox_grouping how, int rank)
+{
+    return how == PESO_PROX_MODULE ? 1 : how == PESO_PROX_MATRIX ? 2 : rank;
+}
+
+/* Writes the groups_per_module() groups of module mi to out. */
+static void module_groups(const peso_lora *l, int mi, peso_prox_grouping how, peso_prox_group *out)
+{
+    const peso_lora_module *m = &l->mods[mi];
+    size_t r = (size_t)l->conf.rank, in = (size_t)m->in, nout = (size_t)m->out;
+    peso_prox_group whole = module_group(l, mi);
+    switch (how) {
+    case PESO_PROX_MODULE: out[0] = whole; break;
+    case PESO_PROX_MATRIX:
+        out[0] = (peso_prox_group){mi, 1, {whole.seg[0]}, whole.seg[0].n};
+        out[1] = (peso_prox_group){mi, 1, {whole.seg[1]}, whole.seg[1].n};
+        break;
+    default:
+        /* row k of A [r, in] is contiguous; column k of B [out, r] has stride r */
+        for (size_t k = 0; k < r; k++)
+            out[k] =
+                (peso_prox_group){mi, 2, {{m->a_off + k * in, in, 1}, {m->b_off + k, nout, r}}, in + nout};
+        break;
+    }
+}
+
+int peso_prox_groups_build(peso_prox_groups *gs, const peso_lora *l, peso_prox_grouping how, peso_err *err)
+{
+    memset(gs, 0, sizeof *gs);
+    if ((unsigned)how >= PESO_PROX_NGROUPING)
+        return peso_errf(err, "proximal groups: grouping %d, expected module, matrix or rank", (int)how);
+    if (l->n_modules > 0 && l->conf.rank < 1)
+        return peso_errf(err, "proximal groups: LoRA rank %d, expected >= 1", l->conf.rank);
+    int per = groups_per_module(how, l->conf.rank);
+    gs->how = how;
+    gs->n = l->n_modules * per;
+    gs->g = peso_malloc((size_t)gs->n * sizeof *gs->g);
+    for (int mi = 0; mi < l->n_modules; mi++)
+        module_groups(l, mi, how, gs->g + (size_t)mi * per);
+    return 0;
+}
+
+void peso_prox_groups_free(peso_prox_groups *gs)
+{
+    free(gs->g);
+    memset(gs, 0, sizeof *gs);
+}
+
+/* The rank whose share [rank, rank + 1) * total / world holds the midpoint
+ * before + size / 2, in integers (exact on every rank): sizes stay far
+ * below 2^64 / (2 world). */
+static int owner(uint64_t before, uint64_t size, uint64_t total, int world)
+{
+    if (total == 0)
+        return 0;
+    return (int)((uint64_t)world * (2 * before + size) / (2 * total));
+}
+
+int peso_prox_shard(const peso_prox_groups *gs, int world, int rank, int *lo, int *hi, peso_err *err)
+{
+    if (world < 1 || rank < 0 || rank >= world)
+        return peso_errf(err, "proximal shard: rank %d of world %d, expected 0 <= rank < world", rank, world);
+    uint64_t total = 0, before = 0;
+    for (int i = 0; i < gs->n; i++)
+        total += gs->g[i].numel;
+    /* owner() is non-decreasing in i, so counting gives the range */
+    int n_below = 0, n_upto = 0;
+    for (int i = 0; i < gs->n; i++) {
+        int o = owner(before, gs->g[i].numel, total, world);
+        n_below += o < rank;
+        n_upto += o <= rank;
+        before += gs->g[i].numel;
+    }
+    *lo = n_below;
+    *hi = n_upto;
+    return 0;
+}
+
+static int check_call(const char *what, int lo, int hi, int n, double lambda, peso_err *err)
+{
+    if (lo < 0 || lo > hi || hi > n)
+        return peso_errf(err, "%s: range [%d, %d), expected 0 <= lo <= hi <= %d", what, lo, hi, n);
+    if (!isfinite(lambda))
+        return peso_errf(err, "%s: lambda=%g, expected a finite number", what, lambda);
+    return 0;
+}
+
+static void gather(const peso_prox_group *g, const float *src, double *dst)
+{
+    for (int s = 0; s < g->n_seg; s++) {
+        const peso_prox_seg *sg = &g->seg[s];
+        for (size_t i = 0, j = sg->off; i < sg->n; i++, j += sg->stride)
+            *dst++ = src[j];
+    }
+}
+
+static void scatter_add(const peso_prox_group *g, const double *src, double scale, float *dst)
+{
+    for (int s = 0; s < g->n_seg; s++) {
+        const peso_prox_seg *sg = &g->seg[s];
+        for (size_t i = 0, j = sg->off; i < sg->n; i++, j += sg->stride)
+            dst[j] += (float)(scale * *src++);
+    }
+}
+
+static double sum_in_order(const double *x, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += x[i];
+    return s;
+}
+
+/* x <- log softmax(x), max-subtracted so that no exp overflows. */
+static void log_softmax(double *x, size_t n)
+{
+    double mx = -INFINITY, z = 0.0;
+    for (size_t i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    for (size_t i = 0; i < n; i++)
+        z += exp(x[i] - mx);
+    double c = mx + log(z);
+    for (size_t i = 0; i < n; i++)
+        x[i] -= c;
+}
+
+/* KL(softmax(x) || softmax(y)) over n entries. x and y are overwritten;
+ * with grad set, x holds dKL/dx = p (log p - log q) - p KL on return. */
+static double softmax_kl(double *x, double *y, size_t n, int grad)
+{
+    log_softmax(x, n);
+    log_softmax(y, n);
+    double kl = 0.0;
+    for (size_t i = 0; i < n; i++)
+        kl += exp(x[i]) * (x[i] - y[i]);
+    if (grad)
+        for (size_t i = 0; i < n; i++)
+            x[i] = exp(x[i]) * (x[i] - y[i] - kl);
+    return kl;
+}
+
+int peso_prox_kl(const peso_prox_groups *gs, int lo, int hi, const float *v, const float *v_prev,
+                 double lambda, float *grad, double *value, peso_err *err)
+{
+    if (check_call("proximal kl", lo, hi, gs->n, lambda, err) < 0)
+        return -1;
+    size_t max_n = 1, work = 0;
+    for (int i = lo; i < hi; i++) {
+        max_n = gs->g[i].numel > max_n ? gs->g[i].numel : max_n;
+        work += gs->g[i].numel;
+    }
+    /* per-group values, summed in group order after the loop */
+    double *kl = peso_malloc((size_t)(hi - lo) * sizeof *kl);
+#pragma omp parallel if (work >= PAR_MIN)
+    {
+        double *x = peso_malloc(max_n * sizeof *x), *y = peso_malloc(max_n * sizeof *y);
+#pragma omp for schedule(dynamic)
+        for (int i = lo; i < hi; i++) {
+            const peso_prox_group *g = &gs->g[i];
+            gather(g, v, x);
+            gather(g, v_prev, y);
+            kl[i - lo] = softmax_kl(x, y, g->numel, grad != NULL);
+            if (grad)
+                scatter_add(g, x, lambda, grad);
+        }
+        free(x);
+        free(y);
+    }
+    *value = lambda * sum_in_order(kl, (size_t)(hi - lo));
+    free(kl);
+    return 0;
+}
+
+static double group_l2(const peso_prox_group *g, const float *v, const float *v_prev, double lambda,
+                       float *grad)
+{
+    double s = 0.0;
+    for (int k = 0; k < g->n_seg; k++) {
+        const peso_prox_seg *sg = &g->seg[k];
+        for (size_t i = 0, j = sg->off; i < sg->n; i++, j += sg->stride) {
+            double d = (double)v[j] - (double)v_prev[j];
+            s += d * d;
+            if (grad)
+                grad[j] += (float)(lambda * d);
+        }
+    }
+    return 0.5 * s;
+}
+
+int peso_prox_l2(const peso_lora *l, int lo, int hi, const float *v, const float *v_prev, double lambda,
+                 float *grad, double *value, peso_err *err)
+{
+    if (check_call("proximal l2", lo, hi, l->n_modules, lambda, err) < 0)
+        return -1;
+    size_t work = 0;
+    for (int i = lo; i < hi; i++)
+        work += module_group(l, i).numel;
+    double *sq = peso_malloc((size_t)(hi - lo) * sizeof *sq);
+#pragma omp parallel for schedule(dynamic) if (work >= PAR_MIN)
+    for (int i = lo; i < hi; i++) {
+        peso_prox_group g = module_group(l, i);
+        sq[i - lo] = group_l2(&g, v, v_prev, lambda, grad);
+    }
+    *value = lambda * sum_in_order(sq, (size_t)(hi - lo));
+    free(sq);
+    return 0;
+}
+
+/* ||A A_prev^T||_F^2 of one module, with M = A A_prev^T [r, r] left in mm;
+ * with grad set, adds 2 lambda M A_prev to A's gradient. */
+static double module_ortho(const peso_lora_module *m, size_t r, const float *v, const float *v_prev,
+                           double lambda, float *grad, double *mm)
+{
+    size_t in = (size_t)m->in;
+    const float *a = v + m->a_off, *ap = v_prev + m->a_off;
+    double s = 0.0;
+    for (size_t i = 0; i < r; i++)
+        for (size_t j = 0; j < r; j++) {
+            double d = 0.0;
+            for (size_t c = 0; c < in; c++)
+                d += (double)a[i * in + c] * (double)ap[j * in + c];
+            mm[i * r + j] = d;
+            s += d * d;
+        }
+    if (!grad)
+        return s;
+    float *ga = grad + m->a_off;
+    for (size_t i = 0; i < r; i++)
+        for (size_t c = 0; c < in; c++) {
+            double d = 0.0;
+            for (size_t j = 0; j < r; j++)
+                d += mm[i * r + j] * (double)ap[j * in + c];
+            ga[i * in + c] += (float)(2.0 * lambda * d);
+        }
+    return s;
+}
+
+int peso_prox_ortho(const peso_lora *l, int lo, int hi, const float *v, const float *v_prev, double lambda,
+                    float *grad, double *value, peso_err *err)
+{
+    if (check_call("proximal ortho", lo, hi, l->n_modules, lambda, err) < 0)
+        return -1;
+    size_t r = l->n_modules > 0 ? (size_t)l->conf.rank : 1, work = 0;
+    for (int i = lo; i < hi; i++)
+        work += r * r * (size_t)l->mods[i].in;
+    double *fro = peso_malloc((size_t)(hi - lo) * sizeof *fro);
+#pragma omp parallel if (work >= PAR_MIN)
+    {
+        double *mm = peso_malloc(r * r * sizeof *mm);
+#pragma omp for schedule(dynamic)
+        for (int i = lo; i < hi; i++)
+            fro[i - lo] = module_ortho(&l->mods[i], r, v, v_prev, lambda, grad, mm);
+        free(mm);
+    }
+    *value = lambda * sum_in_order(fro, (size_t)(hi - lo));
+    free(fro);
+    return 0;
+}
+
+int peso_prox_output_kl(const float *z, const float *z_prev, int n_tok, int d, double scale, float *grad,
+                        double *value, peso_err *err)
+{
+    if (n_tok < 0 || d < 1)
+        return peso_errf(err, "output kl: n_tok=%d d=%d, expected n_tok >= 0 and d >= 1", n_tok, d);
+    if (!isfinite(scale))
+        return peso_errf(err, "output kl: scale=%g, expected a finite number", scale);
+    double *kl = peso_malloc((size_t)n_tok * sizeof *kl);
+#pragma omp parallel if ((size_t)n_tok * (size_t)d >= PAR_MIN)
+    {
+        double *x = peso_malloc((size_t)d * sizeof *x), *y = peso_malloc((size_t)d * sizeof *y);
+#pragma omp for schedule(static)
+        for (int t = 0; t < n_tok; t++) {
+            peso_prox_group row = {0, 1, {{(size_t)t * (size_t)d, (size_t)d, 1}}, (size_t)d};
+            gather(&row, z, x);
+            gather(&row, z_prev, y);
+            kl[t] = softmax_kl(x, y, (size_t)d, grad != NULL);
+            if (grad)
+                scatter_add(&row, x, scale, grad);
+        }
+        free(x);
+        free(y);
+    }
+    *value = scale * sum_in_order(kl, (size_t)n_tok);
+    free(kl);
+    return 0;
+}
