@@ -94,7 +94,7 @@ struct peso_backend {
     const char *name;
     /* Bit (1u << dtype) set for each weight dtype the backend accepts. */
     unsigned weight_dtypes;
-    /* Implementation state (library handles, streams); NULL for cpu. */
+    /* Implementation state (library handles, streams, scratch memory). */
     void *ctx;
     void (*destroy)(peso_backend *be);
 

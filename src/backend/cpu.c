@@ -3,8 +3,39 @@
  * compared with, and the embedded default. */
 #include "backend/cpu.h"
 
+#include <cblas.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The cpu backend's ctx: one scratch buffer, grown on demand, so that
+ * operations needing working memory (attention's score blocks) do not
+ * allocate on every call. */
+typedef struct cpu_ctx {
+    float *scratch;
+    size_t cap; /* floats */
+} cpu_ctx;
+
+float *peso_cpu_scratch(peso_backend *be, size_t per_thread, size_t *slice)
+{
+    cpu_ctx *c = be->ctx;
+    /* slices rounded up to a cache line (16 floats) */
+    *slice = (per_thread + 15) / 16 * 16;
+    size_t need = *slice * (size_t)omp_get_max_threads();
+    if (need > c->cap) {
+        free(c->scratch);
+        c->scratch = peso_malloc(need * sizeof *c->scratch);
+        c->cap = need;
+    }
+    return c->scratch;
+}
+
+int peso_cpu_blas_single(void)
+{
+    int n = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return n;
+}
 
 static int cpu_alloc(peso_backend *be, void **p, size_t bytes, peso_err *err)
 {
@@ -46,6 +77,9 @@ static int cpu_copy(peso_backend *be, void *dst, const void *src, size_t bytes, 
 
 static void cpu_destroy(peso_backend *be)
 {
+    cpu_ctx *c = be->ctx;
+    free(c->scratch);
+    free(c);
     free(be);
 }
 
@@ -55,6 +89,7 @@ peso_backend *peso_backend_cpu_create(peso_err *err)
     peso_backend *be = peso_calloc(1, sizeof *be);
     be->name = "cpu";
     be->weight_dtypes = 1u << PESO_F32;
+    be->ctx = peso_calloc(1, sizeof(cpu_ctx));
     be->destroy = cpu_destroy;
     be->alloc = cpu_alloc;
     be->free = cpu_free;

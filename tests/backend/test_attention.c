@@ -5,7 +5,7 @@
 struct ctx {
     peso_backend *be;
     peso_attn_shape s;
-    int32_t len[2];
+    int32_t len[4];
     size_t nq, nk, nl;
     float *q, *k, *v, *r, *out, *lse;
     float *q_, *k_, *v_, *out_, *lse_;
@@ -16,6 +16,7 @@ static void setup(struct ctx *c, peso_attn_shape s, const int32_t *len, uint64_t
 {
     peso_rng r;
     peso_rng_seed(&r, seed, 0);
+    cr_assert(s.batch <= 4, "ctx holds 4 lengths");
     c->be = bt_backend();
     c->s = s;
     memcpy(c->len, len, (size_t)s.batch * sizeof *len);
@@ -217,6 +218,152 @@ Test(attention, threaded_shape_is_exact_and_race_free)
         for (int i = 0; i < 3; i++)
             free(g[run][i]);
     free(want), free(want_lse);
+    teardown(&c);
+}
+
+/* Gradients in double straight from the definitions, for dout = c->r:
+ * with p the softmax row of query t, dp_j = dout_t . v_j and
+ * ds_j = p_j (dp_j - sum_i p_i dp_i): dq_t = scale sum_j ds_j k_j,
+ * dk_j += scale ds_j q_t, dv_j += p_j dout_t. Adds into dq, dk, dv. */
+static void naive_backward(const struct ctx *c, double *dq, double *dk, double *dv)
+{
+    const peso_attn_shape *s = &c->s;
+    int D = s->head_dim, rep = s->n_head / s->n_kv_head;
+    double scale = 1.0 / sqrt((double)D);
+    double *p = malloc((size_t)s->seq * sizeof *p), *dp = malloc((size_t)s->seq * sizeof *dp);
+    for (int b = 0; b < s->batch; b++)
+        for (int h = 0; h < s->n_head; h++)
+            for (int t = 0; t < c->len[b]; t++) {
+                size_t qr = (((size_t)b * s->seq + t) * s->n_head + h) * D;
+                double mx = -INFINITY, sum = 0, pdp = 0;
+                for (int j = 0; j <= t; j++) {
+                    const float *kj = c->k + kv_row(s, b, j, h / rep);
+                    const float *vj = c->v + kv_row(s, b, j, h / rep);
+                    p[j] = dp[j] = 0;
+                    for (int d = 0; d < D; d++) {
+                        p[j] += (double)c->q[qr + d] * kj[d] * scale;
+                        dp[j] += (double)c->r[qr + d] * vj[d];
+                    }
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int j = 0; j <= t; j++)
+                    sum += exp(p[j] - mx);
+                for (int j = 0; j <= t; j++) {
+                    p[j] = exp(p[j] - mx) / sum;
+                    pdp += p[j] * dp[j];
+                }
+                for (int j = 0; j <= t; j++) {
+                    size_t kr = kv_row(s, b, j, h / rep);
+                    double ds = p[j] * (dp[j] - pdp);
+                    for (int d = 0; d < D; d++) {
+                        dq[qr + d] += scale * ds * c->k[kr + d];
+                        dk[kr + d] += scale * ds * c->q[qr + d];
+                        dv[kr + d] += p[j] * c->r[qr + d];
+                    }
+                }
+            }
+    free(p), free(dp);
+}
+
+/* Backward on the device with gradients that start at g0 (the op adds);
+ * NULL in want_* skips that gradient. Results into host arrays g. */
+static void run_backward(struct ctx *c, const float *g0[3], float *g[3], int which)
+{
+    size_t n[3] = {c->nq, c->nk, c->nk};
+    float *d[3] = {NULL, NULL, NULL}, *dout = bt_dev(c->be, c->r, c->nq * 4);
+    for (int i = 0; i < 3; i++)
+        if (which & (1 << i))
+            d[i] = bt_dev(c->be, g0[i], n[i] * 4);
+    peso_err err = {{0}};
+    cr_assert_eq(c->be->attention_backward(c->be, &c->s, d[0], d[1], d[2], dout, c->q_, c->k_,
+                                           c->v_, c->out_, c->lse_, c->len_, &err),
+                 0, "%s", err.msg);
+    for (int i = 0; i < 3; i++)
+        if (d[i]) {
+            bt_get(c->be, g[i], d[i], n[i] * 4);
+            c->be->free(c->be, d[i]);
+        }
+    c->be->free(c->be, dout);
+}
+
+/* Sequences longer than one block of query rows (the cpu backend's
+ * blocks are 64 rows): lengths that end mid-block, on a block edge, one
+ * row into a block, and an empty sequence. Forward and backward against
+ * the double references, gradients added onto nonzero starting values,
+ * padded rows untouched, NULL gradients skipped without changing the
+ * others, and the same bits on 1, 2 and 3 threads. */
+Test(attention, long_sequences_match_naive_forward_and_backward)
+{
+    peso_attn_shape s = {.batch = 4, .seq = 150, .n_head = 4, .n_kv_head = 2, .head_dim = 8};
+    int32_t len[4] = {150, 129, 64, 0};
+    struct ctx c;
+    setup(&c, s, len, 46);
+    /* keys and values of padded positions are huge: none may leak in */
+    for (int b = 1; b < 4; b++)
+        for (int t = len[b]; t < s.seq; t++)
+            for (int i = 0; i < 2 * 8; i++) {
+                c.k[((size_t)b * s.seq + t) * 16 + i] = 1e4f;
+                c.v[((size_t)b * s.seq + t) * 16 + i] = -1e4f;
+            }
+    forward(&c);
+    double *want = malloc(c.nq * sizeof *want), *want_lse = calloc(c.nl, sizeof *want_lse);
+    naive(&c, want, want_lse);
+    bt_close(c.out, want, c.nq, 1e-6, 1e-5, "out");
+    for (int b = 0; b < 4; b++)
+        for (int h = 0; h < 4; h++)
+            for (int t = 0; t < len[b]; t++) {
+                size_t i = ((size_t)b * 4 + h) * s.seq + t;
+                cr_assert_float_eq(c.lse[i], want_lse[i], 1e-5, "lse b=%d h=%d t=%d", b, h, t);
+            }
+
+    peso_rng r;
+    peso_rng_seed(&r, 47, 0);
+    size_t n[3] = {c.nq, c.nk, c.nk};
+    const float *g0[3];
+    float *g[3];
+    double *ref[3];
+    for (int i = 0; i < 3; i++) {
+        float *init = bt_rand(&r, n[i], -1, 1);
+        g0[i] = init;
+        g[i] = malloc(n[i] * 4);
+        ref[i] = malloc(n[i] * sizeof *ref[i]);
+        for (size_t j = 0; j < n[i]; j++)
+            ref[i][j] = init[j];
+    }
+    naive_backward(&c, ref[0], ref[1], ref[2]);
+    run_backward(&c, g0, g, 7);
+    const char *what[3] = {"dq", "dk", "dv"};
+    for (int i = 0; i < 3; i++)
+        bt_close(g[i], ref[i], n[i], 1e-5, 1e-4, what[i]);
+    /* padded rows keep their starting values exactly */
+    for (int b = 1; b < 4; b++)
+        for (int t = len[b]; t < s.seq; t++) {
+            size_t q0 = ((size_t)b * s.seq + t) * 32, k0 = ((size_t)b * s.seq + t) * 16;
+            cr_assert(memcmp(g[0] + q0, g0[0] + q0, 32 * 4) == 0, "dq b=%d t=%d", b, t);
+            cr_assert(memcmp(g[1] + k0, g0[1] + k0, 16 * 4) == 0, "dk b=%d t=%d", b, t);
+            cr_assert(memcmp(g[2] + k0, g0[2] + k0, 16 * 4) == 0, "dv b=%d t=%d", b, t);
+        }
+
+    /* each gradient alone, and every thread count, gives the same bits */
+    float *alone[3] = {malloc(c.nq * 4), malloc(c.nk * 4), malloc(c.nk * 4)};
+    for (int i = 0; i < 3; i++) {
+        run_backward(&c, g0, alone, 1 << i);
+        cr_assert(memcmp(alone[i], g[i], n[i] * 4) == 0, "%s alone differs", what[i]);
+    }
+    float *out1 = malloc(c.nq * 4);
+    memcpy(out1, c.out, c.nq * 4);
+    for (int threads = 1; threads <= 3; threads++) {
+        omp_set_num_threads(threads);
+        forward(&c);
+        cr_assert(memcmp(c.out, out1, c.nq * 4) == 0, "out differs on %d threads", threads);
+        run_backward(&c, g0, alone, 7);
+        for (int i = 0; i < 3; i++)
+            cr_assert(memcmp(alone[i], g[i], n[i] * 4) == 0, "%s differs on %d threads",
+                      what[i], threads);
+    }
+    for (int i = 0; i < 3; i++)
+        free((void *)g0[i]), free(g[i]), free(ref[i]), free(alone[i]);
+    free(out1), free(want), free(want_lse);
     teardown(&c);
 }
 

@@ -1,3 +1,5 @@
+#include <omp.h>
+
 #include "bt.h"
 
 /* op(A)[i][l] and op(B)[l][j] read from the stored row-major matrices */
@@ -96,6 +98,52 @@ Test(matmul, batched_with_shared_weight)
     }
     be->free(be, da), be->free(be, db), be->free(be, dc);
     free(a), free(b), free(c);
+    peso_backend_destroy(be);
+}
+
+/* One product of every transpose in a batch (beta = 1) against the naive
+ * reference. */
+static void check_batch(peso_backend *be, peso_rng *r, int m, int n, int k, int batch)
+{
+    size_t na = (size_t)m * k, nb = (size_t)k * n, nc = (size_t)m * n;
+    for (int t = 0; t < 4; t++) {
+        float *a = bt_rand(r, batch * na, -1, 1), *b = bt_rand(r, batch * nb, -1, 1);
+        float *c = bt_rand(r, batch * nc, -1, 1), *got = malloc(batch * nc * 4);
+        peso_gemm g = {.m = m, .n = n, .k = k, .trans_a = t / 2, .trans_b = t % 2,
+                       .alpha = 0.75f, .beta = 1.0f, .b_dtype = PESO_F32, .batch = batch,
+                       .stride_a = na, .stride_b = nb, .stride_c = nc};
+        float *da = bt_dev(be, a, batch * na * 4), *db = bt_dev(be, b, batch * nb * 4);
+        float *dc = bt_dev(be, c, batch * nc * 4);
+        peso_err err = {{0}};
+        cr_assert_eq(be->matmul(be, &g, dc, da, db, &err), 0, "%s", err.msg);
+        bt_get(be, got, dc, batch * nc * 4);
+        peso_gemm one = g;
+        one.batch = 1;
+        for (int i = 0; i < batch; i++) {
+            double *want = naive_gemm(&one, a + i * na, b + i * nb, c + i * nc);
+            bt_close(got + i * nc, want, nc, 1e-5, 1e-5, "threaded product");
+            free(want);
+        }
+        be->free(be, da), be->free(be, db), be->free(be, dc);
+        free(a), free(b), free(c), free(got);
+    }
+}
+
+/* Products big enough to be cut into slices for threads: the tall one is
+ * cut by rows, the wide one by columns; alone and in a batch of two, on
+ * 1, 2 and 3 threads (3 leaves a short last slice). */
+Test(matmul, threaded_slices_match_naive)
+{
+    peso_backend *be = bt_backend();
+    peso_rng r;
+    peso_rng_seed(&r, 3, 0);
+    for (int threads = 1; threads <= 3; threads++) {
+        omp_set_num_threads(threads);
+        for (int batch = 1; batch <= 2; batch++) {
+            check_batch(be, &r, 301, 21, 64, batch);
+            check_batch(be, &r, 19, 333, 64, batch);
+        }
+    }
     peso_backend_destroy(be);
 }
 
