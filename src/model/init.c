@@ -59,15 +59,6 @@ int peso_init_preset(peso_llama_config *c, const char *preset, peso_err *err)
     return 0;
 }
 
-size_t peso_llama_param_count(const peso_llama_config *c)
-{
-    size_t h = (size_t)c->hidden_size, q = (size_t)c->num_attention_heads * (size_t)c->head_dim;
-    size_t kv = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
-    size_t layer = 2 * h + 2 * h * q + 2 * h * kv + 3 * h * (size_t)c->intermediate_size;
-    size_t table = (size_t)c->vocab_size * h;
-    return table * (c->tie_word_embeddings ? 1 : 2) + (size_t)c->num_hidden_layers * layer + h;
-}
-
 /* ---- tokenizer ---- */
 
 int peso_init_tokenizer(peso_tok **out, int with_codes, int levels, int codebook, peso_err *err)

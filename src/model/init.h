@@ -57,8 +57,6 @@ typedef struct peso_init_report {
 /* Shapes and rope of a preset; vocab_size, bos and eos are left for the
  * tokenizer to fill. */
 int peso_init_preset(peso_llama_config *c, const char *preset, peso_err *err);
-/* Parameters of LlamaForCausalLM with config c (a tied head counted once). */
-size_t peso_llama_param_count(const peso_llama_config *c);
 /* The tokenizer init writes: with_codes adds levels x codebook code
  * tokens after the two special tokens. */
 int peso_init_tokenizer(peso_tok **out, int with_codes, int levels, int codebook, peso_err *err);
