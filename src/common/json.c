@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/atomic.h"
 #include "common/strtab.h"
 
 /* 2^53: integral doubles up to this are exact. */
@@ -506,6 +507,23 @@ char *peso_json_print(const cJSON *v)
     put(&b, "", 0);
     put_value(&b, v, 0, 1);
     return b.p;
+}
+
+char *peso_json_print_line(const cJSON *v)
+{
+    struct jbuf b = {0};
+    put(&b, "", 0);
+    put_value(&b, v, 0, 1);
+    put(&b, "\n", 1);
+    return b.p;
+}
+
+int peso_json_write_file(const char *path, const cJSON *v, peso_err *err)
+{
+    char *text = peso_json_print_line(v);
+    int rc = peso_write_file_atomic(path, text, strlen(text), err);
+    free(text);
+    return rc;
 }
 
 const char *peso_json_brief(const cJSON *v, char *buf, size_t n)

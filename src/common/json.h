@@ -66,5 +66,9 @@ void peso_json_push(cJSON *a, cJSON *v);
 
 /* The text of v in the layout above, malloc'd, without a final newline. */
 char *peso_json_print(const cJSON *v);
+/* The same text with a final newline, as a file holds it. */
+char *peso_json_print_line(const cJSON *v);
+/* Writes that text to path atomically (temporary name, then rename). */
+int peso_json_write_file(const char *path, const cJSON *v, peso_err *err);
 
 #endif

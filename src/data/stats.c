@@ -40,12 +40,8 @@ char *peso_stats_json(const peso_split *s)
     put_int(tot, "items", (int64_t)s->n_items);
     put_int(tot, "interactions", s->total_interactions);
     peso_json_add(root, "total", tot);
-    char *txt = peso_json_print(root);
+    char *txt = peso_json_print_line(root);
     cJSON_Delete(root);
-    size_t n = strlen(txt);
-    txt = peso_realloc(txt, n + 2);
-    txt[n] = '\n';
-    txt[n + 1] = '\0';
     return txt;
 }
 

@@ -376,13 +376,7 @@ int peso_llama_config_write(const peso_llama_config *c, const char *path, peso_e
     if (peso_llama_config_check(c, path, err) != 0)
         return -1;
     cJSON *o = config_json(c);
-    char *text = peso_json_print(o);
+    int rc = peso_json_write_file(path, o, err);
     cJSON_Delete(o);
-    size_t n = strlen(text);
-    text = peso_realloc(text, n + 2);
-    text[n] = '\n';
-    text[n + 1] = '\0';
-    int rc = peso_write_file_atomic(path, text, n + 1, err);
-    free(text);
     return rc;
 }

@@ -197,14 +197,8 @@ static int write_weights(const char *path, const peso_llama_config *c, uint64_t 
 
 static int write_json(const char *path, cJSON *o, peso_err *err)
 {
-    char *text = peso_json_print(o);
+    int rc = peso_json_write_file(path, o, err);
     cJSON_Delete(o);
-    size_t n = strlen(text);
-    text = peso_realloc(text, n + 2);
-    text[n] = '\n';
-    text[n + 1] = '\0';
-    int rc = peso_write_file_atomic(path, text, n + 1, err);
-    free(text);
     return rc;
 }
 
