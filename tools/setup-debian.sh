@@ -5,7 +5,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
-  build-essential cmake pkg-config git
+  build-essential cmake pkg-config git curl ca-certificates  # curl: tools/fetch-amazon.sh
   libopenmpi-dev openmpi-bin        # MPI data parallelism
   libhdf5-dev hdf5-tools            # dataset and checkpoint files, h5dump
   libyaml-dev                       # configuration

@@ -7,8 +7,8 @@ set -euo pipefail
 bin=${PESO_BIN_DIR:?}
 pm=$bin/peso-model
 if ! [ -x "$pm" ]; then
-    echo "skip: $pm is not built"
-    exit 0
+    echo "FAIL: $pm is not built"
+    exit 1
 fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
