@@ -64,7 +64,8 @@ static inline void ref_proj(const ref_model *r, int l, int p, const double *x, i
     int in, out;
     tiny_dims(&r->t->cfg, p, &in, &out);
     const float *W = r->t->w[l][p], *A = r->A[l][p], *B = r->B[l][p];
-    double *u = calloc((size_t)T * (r->rank > 0 ? r->rank : 1), sizeof *u);
+    size_t nt = T > 0 ? (size_t)T : 1, nr = r->rank > 0 ? (size_t)r->rank : 1;
+    double *u = calloc(nt * nr, sizeof *u);
     for (int t = 0; t < T; t++) {
         for (int k = 0; A && k < r->rank; k++) {
             double s = 0.0;
