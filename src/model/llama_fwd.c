@@ -31,13 +31,11 @@ peso_table peso_llama_head_table(const peso_llama *m)
     return table(m, m->head, m->head_new_off);
 }
 
-/* y (beta 0: =, beta 1: +=) x W^T + scaling (x A^T) B^T for projection p
- * of layer l; lu receives x A^T for the backward. */
-static int proj(peso_llama *m, int l, peso_lora_proj p, float *y, const float *x, float *lu, float beta,
-                peso_err *err)
+int peso_llama_proj(peso_llama *m, int l, peso_lora_proj p, int N, float *y, const float *x, float *lu,
+                    float beta, peso_err *err)
 {
     peso_backend *be = m->be;
-    int N = m->acts->B * m->acts->T, in, out;
+    int in, out;
     peso_lora_proj_dims(&m->cfg, p, &in, &out);
     if (peso_linear(be, y, x, m->layers[l].w[p], m->wdt, N, out, in, 1.0f, beta, err) < 0)
         return -1;
@@ -48,6 +46,13 @@ static int proj(peso_llama *m, int l, peso_lora_proj p, float *y, const float *x
     if (peso_linear(be, lu, x, m->params + md->a_off, PESO_F32, N, r, in, 1.0f, 0.0f, err) < 0)
         return -1;
     return peso_linear(be, y, lu, m->params + md->b_off, PESO_F32, N, out, r, m->lora.scaling, 1.0f, err);
+}
+
+/* The staged batch's N = B*T rows; lu receives x A^T for the backward. */
+static int proj(peso_llama *m, int l, peso_lora_proj p, float *y, const float *x, float *lu, float beta,
+                peso_err *err)
+{
+    return peso_llama_proj(m, l, p, m->acts->B * m->acts->T, y, x, lu, beta, err);
 }
 
 static int copy_if(peso_backend *be, float *dst, const float *src, size_t n, peso_err *err)
@@ -169,7 +174,7 @@ int peso_llama_forward_backward(peso_llama *m, const peso_llama_batch *b, float 
 
 /* One product per table segment (frozen rows, new rows): the segments
  * are separate buffers, so each lands in its own [n_pos, rows] block. */
-static int head_logits(peso_llama *m, const float *hs, int n_pos, float *out, peso_err *err)
+int peso_llama_head_logits(peso_llama *m, const float *hs, int n_pos, float *out, peso_err *err)
 {
     peso_backend *be = m->be;
     int V = m->cfg.vocab_size, Vb = m->base_vocab, C = m->cfg.hidden_size;
@@ -217,7 +222,7 @@ int peso_llama_logits(peso_llama *m, const peso_llama_batch *b, const int32_t *p
     for (int i = 0; i < n_pos && rc == 0; i++)
         rc = be->copy(be, hs + i * C, m->acts->xf + (size_t)pos[i] * C, C * sizeof(float), err);
     if (rc == 0)
-        rc = head_logits(m, hs, n_pos, out, err);
+        rc = peso_llama_head_logits(m, hs, n_pos, out, err);
     be->free(be, hs);
     return rc;
 }

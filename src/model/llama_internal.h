@@ -56,6 +56,14 @@ int peso_llama_run_layers(peso_llama *m, peso_err *err);
 /* The head as a peso_table: frozen rows from wmem, new rows from params. */
 peso_table peso_llama_head_table(const peso_llama *m);
 peso_table peso_llama_embed_table(const peso_llama *m);
+/* y (beta 0: =, beta 1: +=) x W^T + scaling (x A^T) B^T for projection p
+ * of layer l over N rows of x (device); lu [N, rank] receives x A^T (the
+ * backward's input), unused when p has no adapter. */
+int peso_llama_proj(peso_llama *m, int l, peso_lora_proj p, int N, float *y, const float *x, float *lu,
+                    float beta, peso_err *err);
+/* Logits over the whole vocabulary for n_pos hidden states hs (device,
+ * [n_pos, hidden], after the final norm) into out (host [n_pos, V]). */
+int peso_llama_head_logits(peso_llama *m, const float *hs, int n_pos, float *out, peso_err *err);
 /* Lays out (growing when needed) the backward scratch of the staged batch. */
 int peso_llama_prepare_grads(peso_llama *m, peso_err *err);
 /* Backward from dL/d(final norm out) in g.dxn down to the embeddings. */
