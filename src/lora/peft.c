@@ -206,7 +206,7 @@ static int parse_conf(const cJSON *o, const char *path, peso_lora_conf *c, char 
     if (read_targets(o, path, &c->targets, err) < 0)
         return -1;
     if (expect_off(o, path, "use_rslora", "rsLoRA scales by alpha/sqrt(r)", err) < 0 ||
-        expect_off(o, path, "use_dora", "DoRA is not implemented", err) < 0 ||
+        expect_off(o, path, "use_dora", "DoRA adapters are not supported", err) < 0 ||
         expect_off(o, path, "fan_in_fan_out", "weights must be stored [out, in]", err) < 0 ||
         expect_off(o, path, "rank_pattern", "one rank for all modules", err) < 0 ||
         expect_off(o, path, "alpha_pattern", "one alpha for all modules", err) < 0 ||
