@@ -73,9 +73,14 @@ static const key_def keys[] = {
 
     ENUM("semid.source", semid.source, "rqvae|import", "rqvae",
          "learn semantic IDs with the RQ-VAE, or import a .index.json"),
-    ENUM("semid.features", semid.features, "text|embeddings", "text",
-         "RQ-VAE input: text hashing encoder over item text, or an HDF5 embeddings file"),
+    ENUM("semid.features", semid.features, "text|embeddings|model", "text",
+         "RQ-VAE input: text hashing encoder over item text, an HDF5 embeddings file, or the mean "
+         "final hidden state of semid.model over the item text"),
     STR("semid.embeddings", semid.embeddings, "", "HDF5 file with /embeddings float [n,d] and /ids [n]"),
+    STR("semid.model", semid.model, "",
+        "Hugging Face model folder (config.json, safetensors, tokenizer.json) for semid.features: model"),
+    INT("semid.model_max_tokens", semid.model_max_tokens, 1, 8192, "64",
+        "semid.features model: item text tokens fed to the model, BOS included (longer text is cut)"),
     STR("semid.index", semid.index, "", "LETTER/LC-Rec .index.json to import (semid.source: import)"),
     STR("semid.export_index", semid.export_index, "", "also write the IDs as .index.json here (\"\" = no)"),
     INT("semid.text_dim", semid.text_dim, 8, 65536, "256", "text hashing encoder dimension"),
@@ -516,6 +521,9 @@ int peso_conf_validate(const peso_conf *c, peso_err *err)
     if (!strcmp(c->semid.source, "rqvae") && !strcmp(c->semid.features, "embeddings") &&
         !c->semid.embeddings[0])
         return peso_errf(err, "%s: semid.features embeddings needs semid.embeddings (an HDF5 file)", src);
+    if (!strcmp(c->semid.source, "rqvae") && !strcmp(c->semid.features, "model") && !c->semid.model[0])
+        return peso_errf(err, "%s: semid.features model needs semid.model (a Hugging Face model folder)",
+                         src);
     return 0;
 }
 

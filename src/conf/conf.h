@@ -41,8 +41,10 @@ typedef struct peso_conf_split {
 
 typedef struct peso_conf_semid {
     char source[PESO_CONF_NAME];   /* rqvae | import */
-    char features[PESO_CONF_NAME]; /* text | embeddings */
+    char features[PESO_CONF_NAME]; /* text | embeddings | model */
     char embeddings[PESO_CONF_PATH]; /* HDF5 file: /embeddings float [n,d], /ids strings [n] */
+    char model[PESO_CONF_PATH];    /* Hugging Face model folder (features: model) */
+    int64_t model_max_tokens;      /* tokens per item text, BOS included (features: model) */
     char index[PESO_CONF_PATH];    /* .index.json to import (source: import) */
     char export_index[PESO_CONF_PATH]; /* write the IDs as .index.json here ("" = no) */
     int64_t text_dim;              /* text hashing encoder output size */

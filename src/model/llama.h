@@ -129,6 +129,14 @@ long peso_llama_count_labels(const peso_llama_batch *b);
 int peso_llama_logits(peso_llama *m, const peso_llama_batch *b, const int32_t *pos, int n_pos, float *out,
                       peso_err *err);
 
+/* Mean over each row's lens[b] real tokens of the final hidden state
+ * (after the final RMSNorm: transformers' LlamaModel last_hidden_state
+ * averaged under the attention mask) into out (host [B, hidden]). The
+ * LoRA adapters and new rows loaded in m take part, as in the training
+ * forward; a model loaded with lora.targets = 0 gives the base model's.
+ * Every row needs 1..T tokens. */
+int peso_llama_hidden_mean(peso_llama *m, const peso_llama_batch *b, float *out, peso_err *err);
+
 /* Host copies of the trainable state ([flat.numel] floats). */
 int peso_llama_get_params(peso_llama *m, float *host, peso_err *err);
 int peso_llama_set_params(peso_llama *m, const float *host, peso_err *err);

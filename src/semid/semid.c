@@ -10,6 +10,7 @@
 #include "common/atomic.h"
 #include "common/json.h"
 #include "common/strtab.h"
+#include "semid/modelfeat.h"
 #include "semid/textenc.h"
 
 /* Largest code an imported token may carry: "<a_N>" with N < 10000. */
@@ -542,8 +543,16 @@ static int item_features(const peso_raw *raw, const peso_split *split, const pes
     const char *f = c->semid.features;
     if (strcmp(f, "embeddings") == 0)
         return peso_semid_read_embeddings(c->semid.embeddings, raw, split, x, dim, err);
+    if (strcmp(f, "model") == 0) {
+        int max = 0;
+        if (!c->semid.model[0])
+            return peso_errf(err, "semid.features model needs semid.model (a Hugging Face model folder)");
+        if (conf_int("semid.model_max_tokens", c->semid.model_max_tokens, 1, 1 << 20, &max, err))
+            return -1;
+        return peso_semid_model_features(c->semid.model, max, raw, split, x, dim, err);
+    }
     if (strcmp(f, "text") != 0)
-        return peso_errf(err, "semid.features = '%s', expected text or embeddings", f);
+        return peso_errf(err, "semid.features = '%s', expected text, embeddings or model", f);
     if (conf_int("semid.text_dim", c->semid.text_dim, 1, 1 << 20, dim, err))
         return -1;
     *x = peso_malloc((split->n_items ? split->n_items : 1) * (size_t)*dim * sizeof **x);

@@ -2,8 +2,8 @@
  * collision level that makes items sharing the learned codes distinct
  * (0, 1, 2, ... in dataset item order; items of later blocks continue the
  * count, so earlier items never change code). Sources: the RQ-VAE over item
- * features (text hashing encoder or an HDF5 embeddings file; base-model
- * hidden states plug in here later as one more feature source), or a
+ * features (text hashing encoder, an HDF5 embeddings file, or a base
+ * model's mean final hidden states over the item text: modelfeat.h), or a
  * LETTER/LC-Rec `.index.json` imported as given. */
 #ifndef PESO_SEMID_SEMID_H
 #define PESO_SEMID_SEMID_H

@@ -202,3 +202,21 @@ Test(conf, every_shipped_config_loads_and_validates)
         cr_expect_eq(peso_conf_validate(&c, &err), 0, "%s", err.msg);
     }
 }
+
+Test(conf, model_features_need_a_model_folder)
+{
+    peso_conf c;
+    peso_err err;
+    peso_conf_defaults(&c);
+    cr_assert_eq(c.semid.model_max_tokens, 64);
+    cr_assert_eq(peso_conf_set(&c, "semid.features=model", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_conf_validate(&c, &err), -1);
+    cr_expect(strstr(err.msg, "semid.features model needs semid.model"), "%s", err.msg);
+    cr_assert_eq(peso_conf_set(&c, "semid.model=/some/folder", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_conf_set(&c, "semid.model_max_tokens=32", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_conf_validate(&c, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(c.semid.model, "/some/folder");
+    cr_expect_eq(c.semid.model_max_tokens, 32);
+    cr_expect_eq(peso_conf_set(&c, "semid.model_max_tokens=0", &err), -1);
+    cr_expect(strstr(err.msg, "semid.model_max_tokens"), "%s", err.msg);
+}

@@ -310,7 +310,7 @@ Test(build, configuration_errors)
     expect_build_error(&c, NULL, "semid.source = 'magic', expected rqvae or import");
     c = test_conf();
     strcpy(c.semid.features, "pixels");
-    expect_build_error(&c, NULL, "semid.features = 'pixels', expected text or embeddings");
+    expect_build_error(&c, NULL, "semid.features = 'pixels', expected text, embeddings or model");
     c = test_conf();
     c.semid.levels = 8;
     expect_build_error(&c, NULL, "semid.levels = 8, expected 1..7");

@@ -1,0 +1,22 @@
+/* Item features from a base model (semid.features: model): each item's
+ * text, tokenized with the folder's tokenizer.json after a BOS token and
+ * cut to max_tokens tokens (BOS included), goes through the model's
+ * forward; its feature vector is the mean of the final hidden states over
+ * those tokens (peso_llama_hidden_mean). An item without text is the BOS
+ * token alone, so such items share one vector and are told apart by the
+ * collision level. The base weights only: no LoRA, no added tokens. Runs
+ * on the cpu backend; items are batched by token length. */
+#ifndef PESO_SEMID_MODELFEAT_H
+#define PESO_SEMID_MODELFEAT_H
+
+#include "common/err.h"
+#include "data/raw.h"
+#include "data/split.h"
+
+/* Rows x (malloc'd, [split->n_items, *dim]) in dataset item order, *dim
+ * = the model's hidden size. A folder without a BOS token fails on the
+ * first item without text, naming it. */
+int peso_semid_model_features(const char *dir, int max_tokens, const peso_raw *raw, const peso_split *split,
+                              float **x, int *dim, peso_err *err);
+
+#endif
