@@ -642,6 +642,17 @@ void peso_conf_data_fingerprint(const peso_conf *c, char out[17])
     free(buf);
 }
 
+/* Markdown table cell text: a '|' would end the cell. */
+static void append_cell(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '|')
+            append(buf, len, cap, "\\|");
+        else
+            append(buf, len, cap, "%c", *s);
+    }
+}
+
 char *peso_conf_doc(void)
 {
     char *buf = NULL;
@@ -652,7 +663,19 @@ char *peso_conf_doc(void)
     for (size_t i = 0; i < N_KEYS; i++) {
         char exp[256];
         expected(&keys[i], exp, sizeof exp);
-        append(&buf, &len, &cap, "| `%s` | %s | `%s` | %s |\n", keys[i].name, exp, keys[i].def, keys[i].doc);
+        append(&buf, &len, &cap, "| `%s` | ", keys[i].name);
+        append_cell(&buf, &len, &cap, exp);
+        append(&buf, &len, &cap, " | ");
+        if (keys[i].def[0]) {
+            append(&buf, &len, &cap, "`");
+            append_cell(&buf, &len, &cap, keys[i].def);
+            append(&buf, &len, &cap, "`");
+        } else {
+            append(&buf, &len, &cap, "(empty)");
+        }
+        append(&buf, &len, &cap, " | ");
+        append_cell(&buf, &len, &cap, keys[i].doc);
+        append(&buf, &len, &cap, " |\n");
     }
     return buf;
 }
