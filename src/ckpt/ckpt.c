@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/atomic.h"
+#include "common/h5.h"
 #include "model/llama.h"
 
 #define PEFT_PREFIX "base_model.model."
@@ -260,135 +261,24 @@ int peso_ckpt_add_rng(peso_ckpt *ck, const char *name, const peso_rng *r, peso_e
     return 0;
 }
 
-/* ---- HDF5 helpers ---- */
+/* ---- writer (the peso_h5w context keeps the first failure) ---- */
 
-/* Walking upward starts at the function that detected the failure, whose
- * description says the most ("truncated file: eof = ..."). */
-static herr_t first_reason(unsigned n, const H5E_error2_t *e, void *data)
+static void w_model(peso_h5w *w, hid_t f, const peso_ckpt_shape *s)
 {
-    (void)n;
-    char *buf = data;
-    if (!buf[0] && e->desc && e->desc[0])
-        snprintf(buf, 256, "%s", e->desc);
-    return 0;
+    hid_t g = peso_h5_w_group(w, f, "model");
+    peso_h5_w_attr_i32(w, g, "hidden", s->hidden);
+    peso_h5_w_attr_i32(w, g, "layers", s->layers);
+    peso_h5_w_attr_i32(w, g, "heads", s->heads);
+    peso_h5_w_attr_i32(w, g, "kv_heads", s->kv_heads);
+    peso_h5_w_attr_i32(w, g, "head_dim", s->head_dim);
+    peso_h5_w_attr_i32(w, g, "vocab", s->vocab);
+    peso_h5_w_attr_i32(w, g, "lora_rank", s->lora_rank);
+    peso_h5_w_attr(w, g, "lora_alpha", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &s->lora_alpha);
+    peso_h5_w_attr(w, g, "lora_targets", H5T_STD_U32LE, H5T_NATIVE_UINT, 0, &s->lora_targets);
+    peso_h5_close_group(g);
 }
 
-/* HDF5's innermost error description for the current failure, or "". */
-static void h5_reason(char buf[256])
-{
-    buf[0] = '\0';
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, first_reason, buf);
-}
-
-static hid_t vlen_str_type(void)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    return t;
-}
-
-/* ---- writer: the first failure is recorded and later calls do nothing,
- * so the layout reads as one straight sequence ---- */
-
-typedef struct h5w {
-    const char *file;
-    peso_err *err;
-    int failed;
-} h5w;
-
-static void w_fail(h5w *w, const char *obj, const char *what)
-{
-    char why[256];
-    h5_reason(why);
-    peso_errf(w->err, "%s: cannot write %s %s: %s", w->file, what, obj, why);
-    w->failed = 1;
-}
-
-static void w_attr(h5w *w, hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *buf)
-{
-    if (w->failed)
-        return;
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0 || H5Awrite(a, mtype, buf) < 0)
-        w_fail(w, name, "attribute");
-    if (a >= 0)
-        H5Aclose(a);
-    H5Sclose(sp);
-}
-
-static void w_i64(h5w *w, hid_t loc, const char *name, int64_t v)
-{
-    w_attr(w, loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
-}
-
-static void w_i32(h5w *w, hid_t loc, const char *name, int32_t v)
-{
-    w_attr(w, loc, name, H5T_STD_I32LE, H5T_NATIVE_INT32, &v);
-}
-
-static void w_str(h5w *w, hid_t loc, const char *name, const char *s)
-{
-    hid_t t = vlen_str_type();
-    const char *v = s ? s : "";
-    w_attr(w, loc, name, t, t, &v);
-    H5Tclose(t);
-}
-
-static hid_t w_group(h5w *w, hid_t loc, const char *name)
-{
-    if (w->failed)
-        return -1;
-    hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0)
-        w_fail(w, name, "group");
-    return g;
-}
-
-static void w_close_group(hid_t g)
-{
-    if (g >= 0)
-        H5Gclose(g);
-}
-
-/* A dataset at path (parent groups created as needed). */
-static void w_data(h5w *w, hid_t loc, const char *path, hid_t ftype, hid_t mtype, int rank,
-                   const hsize_t *dims, const void *buf)
-{
-    if (w->failed)
-        return;
-    hsize_t total = 1;
-    for (int d = 0; d < rank; d++)
-        total *= dims[d];
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t sp = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
-    hid_t d = H5Dcreate2(loc, path, ftype, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    if (d < 0 || (total && H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0))
-        w_fail(w, path, "dataset");
-    if (d >= 0)
-        H5Dclose(d);
-    H5Sclose(sp);
-    H5Pclose(lcpl);
-}
-
-static void w_model(h5w *w, hid_t f, const peso_ckpt_shape *s)
-{
-    hid_t g = w_group(w, f, "model");
-    w_i32(w, g, "hidden", s->hidden);
-    w_i32(w, g, "layers", s->layers);
-    w_i32(w, g, "heads", s->heads);
-    w_i32(w, g, "kv_heads", s->kv_heads);
-    w_i32(w, g, "head_dim", s->head_dim);
-    w_i32(w, g, "vocab", s->vocab);
-    w_i32(w, g, "lora_rank", s->lora_rank);
-    w_attr(w, g, "lora_alpha", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &s->lora_alpha);
-    w_attr(w, g, "lora_targets", H5T_STD_U32LE, H5T_NATIVE_UINT, &s->lora_targets);
-    w_close_group(g);
-}
-
-static void w_tensors(h5w *w, hid_t f, const peso_ckpt *ck)
+static void w_tensors(peso_h5w *w, hid_t f, const peso_ckpt *ck)
 {
     const char **names = peso_malloc((ck->n_tensors + 1) * sizeof *names);
     for (size_t i = 0; i < ck->n_tensors; i++) {
@@ -396,64 +286,65 @@ static void w_tensors(h5w *w, hid_t f, const peso_ckpt *ck)
         hsize_t dims[PESO_CKPT_MAX_DIMS];
         for (int d = 0; d < t->ndim; d++)
             dims[d] = (hsize_t)t->shape[d];
-        w_data(w, f, t->path, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, t->data);
+        peso_h5_w_data(w, f, t->path, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, t->data);
         names[i] = t->path;
     }
-    hid_t st = vlen_str_type();
+    hid_t st = peso_h5_vlen_str();
     hsize_t n = ck->n_tensors;
-    w_data(w, f, "tensors", st, st, 1, &n, names);
+    peso_h5_w_data(w, f, "tensors", st, st, 1, &n, names);
     H5Tclose(st);
     free(names);
 }
 
-static void w_optim_rng(h5w *w, hid_t f, const peso_ckpt *ck)
+static void w_optim_rng(peso_h5w *w, hid_t f, const peso_ckpt *ck)
 {
-    hid_t g = w_group(w, f, "optim");
+    hid_t g = peso_h5_w_group(w, f, "optim");
     hsize_t n = ck->optim_n;
-    w_i64(w, g, "step", ck->optim_step);
-    w_data(w, g, "m", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, &n, ck->optim_m);
-    w_data(w, g, "v", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, &n, ck->optim_v);
-    w_close_group(g);
-    g = w_group(w, f, "rng");
+    peso_h5_w_attr_i64(w, g, "step", ck->optim_step);
+    peso_h5_w_data(w, g, "m", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, &n, ck->optim_m);
+    peso_h5_w_data(w, g, "v", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, &n, ck->optim_v);
+    peso_h5_close_group(g);
+    g = peso_h5_w_group(w, f, "rng");
     hsize_t four = 4;
     for (size_t i = 0; i < ck->n_rngs; i++)
-        w_data(w, g, ck->rngs[i].name, H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, &four, ck->rngs[i].state.s);
-    w_close_group(g);
+        peso_h5_w_data(w, g, ck->rngs[i].name, H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, &four,
+                       ck->rngs[i].state.s);
+    peso_h5_close_group(g);
 }
 
 int peso_ckpt_write(const char *path, const peso_ckpt *ck, peso_err *err)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    char tmp[PESO_PATH_MAX], why[256];
+    peso_h5_quiet();
+    char tmp[PESO_PATH_MAX], why[PESO_H5_REASON];
     peso_tmp_path(tmp, sizeof tmp, path);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) {
-        h5_reason(why);
+        peso_h5_reason(why);
         return peso_errf(err, "%s: cannot create HDF5 file: %s", tmp, why);
     }
-    h5w w = {path, err, 0};
-    w_i32(&w, f, "format_version", PESO_CKPT_FORMAT);
-    w_str(&w, f, "kind", kind_name(ck->kind));
-    w_i32(&w, f, "stage", ck->stage);
-    w_i64(&w, f, "step", ck->step);
-    w_i32(&w, f, "epoch", ck->epoch);
-    w_i64(&w, f, "global_step", ck->global_step);
-    w_str(&w, f, "method", ck->method);
-    w_str(&w, f, "fingerprint", ck->fingerprint);
-    hid_t st = vlen_str_type();
+    peso_h5w w = {path, err, 0};
+    peso_h5_w_attr_i32(&w, f, "format_version", PESO_CKPT_FORMAT);
+    peso_h5_w_attr_str(&w, f, "kind", kind_name(ck->kind));
+    peso_h5_w_attr_i32(&w, f, "stage", ck->stage);
+    peso_h5_w_attr_i64(&w, f, "step", ck->step);
+    peso_h5_w_attr_i32(&w, f, "epoch", ck->epoch);
+    peso_h5_w_attr_i64(&w, f, "global_step", ck->global_step);
+    peso_h5_w_attr_str(&w, f, "method", ck->method);
+    peso_h5_w_attr_str(&w, f, "fingerprint", ck->fingerprint);
+    hid_t st = peso_h5_vlen_str();
     const char *conf = ck->config ? ck->config : "";
-    w_data(&w, f, "config", st, st, 0, NULL, &conf);
+    peso_h5_w_data(&w, f, "config", st, st, 0, NULL, &conf);
     H5Tclose(st);
     w_model(&w, f, &ck->shape);
     w_tensors(&w, f, ck);
     w_optim_rng(&w, f, ck);
     if (!w.failed && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) {
-        h5_reason(why);
+        peso_h5_reason(why);
         peso_errf(err, "%s: cannot flush: %s", tmp, why);
         w.failed = 1;
     }
     if (H5Fclose(f) < 0 && !w.failed) {
-        h5_reason(why);
+        peso_h5_reason(why);
         peso_errf(err, "%s: cannot close: %s", tmp, why);
         w.failed = 1;
     }
@@ -466,37 +357,17 @@ int peso_ckpt_write(const char *path, const peso_ckpt *ck, peso_err *err)
 
 /* ---- reader ---- */
 
-typedef struct h5r {
-    const char *file;
-    peso_err *err;
-} h5r;
-
-static int r_fail(h5r *r, const char *obj, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int r_fail(h5r *r, const char *obj, const char *fmt, ...)
-{
-    char msg[512], why[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    h5_reason(why);
-    if (why[0])
-        return peso_errf(r->err, "%s: %s: %s (%s)", r->file, obj, msg, why);
-    return peso_errf(r->err, "%s: %s: %s", r->file, obj, msg);
-}
-
 /* A scalar attribute of class cls read as mtype; obj names loc. */
-static int r_attr(h5r *r, hid_t loc, const char *obj, const char *name, H5T_class_t cls, hid_t mtype,
+static int r_attr(peso_h5r *r, hid_t loc, const char *obj, const char *name, H5T_class_t cls, hid_t mtype,
                   void *out)
 {
     char full[OBJ_MAX];
     snprintf(full, sizeof full, "%s attribute %s", obj, name);
     if (H5Aexists(loc, name) <= 0)
-        return r_fail(r, full, "missing");
+        return peso_h5_r_fail(r, full, "missing");
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0)
-        return r_fail(r, full, "cannot open");
+        return peso_h5_r_fail(r, full, "cannot open");
     hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
     int ok = H5Tget_class(t) == cls && H5Sget_simple_extent_npoints(sp) == 1;
     H5Tclose(t);
@@ -504,37 +375,37 @@ static int r_attr(h5r *r, hid_t loc, const char *obj, const char *name, H5T_clas
     herr_t rc = ok ? H5Aread(a, mtype, out) : -1;
     H5Aclose(a);
     if (!ok)
-        return r_fail(r, full, "expected one %s", cls == H5T_INTEGER ? "integer" : "float");
-    return rc < 0 ? r_fail(r, full, "cannot read") : 0;
+        return peso_h5_r_fail(r, full, "expected one %s", cls == H5T_INTEGER ? "integer" : "float");
+    return rc < 0 ? peso_h5_r_fail(r, full, "cannot read") : 0;
 }
 
-static int r_i32(h5r *r, hid_t loc, const char *obj, const char *name, int *v)
+static int r_i32(peso_h5r *r, hid_t loc, const char *obj, const char *name, int *v)
 {
     return r_attr(r, loc, obj, name, H5T_INTEGER, H5T_NATIVE_INT, v);
 }
 
-static int r_i64(h5r *r, hid_t loc, const char *obj, const char *name, int64_t *v)
+static int r_i64(peso_h5r *r, hid_t loc, const char *obj, const char *name, int64_t *v)
 {
     return r_attr(r, loc, obj, name, H5T_INTEGER, H5T_NATIVE_INT64, v);
 }
 
 /* A variable-length string attribute (name) or scalar dataset (data). */
-static int r_vstr(h5r *r, hid_t loc, const char *name, int is_data, char **out)
+static int r_vstr(peso_h5r *r, hid_t loc, const char *name, int is_data, char **out)
 {
     char full[OBJ_MAX];
     snprintf(full, sizeof full, is_data ? "/%s" : "attribute %s", name);
     if (is_data ? H5Lexists(loc, name, H5P_DEFAULT) <= 0 : H5Aexists(loc, name) <= 0)
-        return r_fail(r, full, "missing");
+        return peso_h5_r_fail(r, full, "missing");
     hid_t o = is_data ? H5Dopen2(loc, name, H5P_DEFAULT) : H5Aopen(loc, name, H5P_DEFAULT);
     if (o < 0)
-        return r_fail(r, full, "cannot open");
+        return peso_h5_r_fail(r, full, "cannot open");
     hid_t ft = is_data ? H5Dget_type(o) : H5Aget_type(o);
     int ok = H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) > 0;
     H5Tclose(ft);
     char *s = NULL;
     herr_t rc = -1;
     if (ok) {
-        hid_t mt = vlen_str_type();
+        hid_t mt = peso_h5_vlen_str();
         rc = is_data ? H5Dread(o, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s) : H5Aread(o, mt, &s);
         H5Tclose(mt);
     }
@@ -543,9 +414,9 @@ static int r_vstr(h5r *r, hid_t loc, const char *name, int is_data, char **out)
     else
         H5Aclose(o);
     if (!ok)
-        return r_fail(r, full, "expected a variable-length string");
+        return peso_h5_r_fail(r, full, "expected a variable-length string");
     if (rc < 0)
-        return r_fail(r, full, "cannot read");
+        return peso_h5_r_fail(r, full, "cannot read");
     *out = peso_strdup(s ? s : "");
     H5free_memory(s);
     return 0;
@@ -553,18 +424,18 @@ static int r_vstr(h5r *r, hid_t loc, const char *name, int is_data, char **out)
 
 /* Opens the dataset at path, checks class and rank (rank -1: any, up to
  * PESO_CKPT_MAX_DIMS) and fills dims; -1 after a message. */
-static hid_t r_data_open(h5r *r, hid_t loc, const char *path, H5T_class_t cls, int rank, int *got_rank,
+static hid_t r_data_open(peso_h5r *r, hid_t loc, const char *path, H5T_class_t cls, int rank, int *got_rank,
                          hsize_t *dims)
 {
     char full[OBJ_MAX];
     snprintf(full, sizeof full, "/%s", path);
     if (H5Lexists(loc, path, H5P_DEFAULT) <= 0) {
-        r_fail(r, full, "dataset is missing");
+        peso_h5_r_fail(r, full, "dataset is missing");
         return -1;
     }
     hid_t d = H5Dopen2(loc, path, H5P_DEFAULT);
     if (d < 0) {
-        r_fail(r, full, "not a dataset");
+        peso_h5_r_fail(r, full, "not a dataset");
         return -1;
     }
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
@@ -578,29 +449,29 @@ static hid_t r_data_open(h5r *r, hid_t loc, const char *path, H5T_class_t cls, i
     if (!cls_ok || !rank_ok) {
         H5Dclose(d);
         if (rank < 0)
-            r_fail(r, full, "expected a float array of 1..%d dimensions", PESO_CKPT_MAX_DIMS);
+            peso_h5_r_fail(r, full, "expected a float array of 1..%d dimensions", PESO_CKPT_MAX_DIMS);
         else
-            r_fail(r, full, "expected a %s array of %d dimension(s)", cls == H5T_FLOAT ? "float" : "integer",
-                   rank);
+            peso_h5_r_fail(r, full, "expected a %s array of %d dimension(s)",
+                           cls == H5T_FLOAT ? "float" : "integer", rank);
         return -1;
     }
     *got_rank = nd;
     return d;
 }
 
-static int r_read(h5r *r, hid_t d, const char *path, hid_t mtype, void *buf)
+static int r_read(peso_h5r *r, hid_t d, const char *path, hid_t mtype, void *buf)
 {
     herr_t rc = H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
     H5Dclose(d);
     if (rc < 0) {
         char full[OBJ_MAX];
         snprintf(full, sizeof full, "/%s", path);
-        return r_fail(r, full, "cannot read");
+        return peso_h5_r_fail(r, full, "cannot read");
     }
     return 0;
 }
 
-static int r_kind(h5r *r, hid_t f, peso_ckpt *ck)
+static int r_kind(peso_h5r *r, hid_t f, peso_ckpt *ck)
 {
     char *k = NULL;
     if (r_vstr(r, f, "kind", 0, &k) < 0)
@@ -611,18 +482,19 @@ static int r_kind(h5r *r, hid_t f, peso_ckpt *ck)
     else if (strcmp(k, "partial") == 0)
         ck->kind = PESO_CKPT_PARTIAL;
     else
-        rc = r_fail(r, "attribute kind", "\"%s\", expected \"final\" or \"partial\"", k);
+        rc = peso_h5_r_fail(r, "attribute kind", "\"%s\", expected \"final\" or \"partial\"", k);
     free(k);
     return rc;
 }
 
-static int r_header(h5r *r, hid_t f, peso_ckpt *ck)
+static int r_header(peso_h5r *r, hid_t f, peso_ckpt *ck)
 {
     int fmt;
     if (r_i32(r, f, "/", "format_version", &fmt) < 0)
         return -1;
     if (fmt != PESO_CKPT_FORMAT)
-        return r_fail(r, "attribute format_version", "%d, this build reads %d", fmt, PESO_CKPT_FORMAT);
+        return peso_h5_r_fail(r, "attribute format_version", "%d, this build reads %d", fmt,
+                              PESO_CKPT_FORMAT);
     if (r_kind(r, f, ck) < 0 || r_i32(r, f, "/", "stage", &ck->stage) < 0 ||
         r_i64(r, f, "/", "step", &ck->step) < 0 || r_i32(r, f, "/", "epoch", &ck->epoch) < 0 ||
         r_i64(r, f, "/", "global_step", &ck->global_step) < 0 || r_vstr(r, f, "method", 0, &ck->method) < 0 ||
@@ -630,7 +502,7 @@ static int r_header(h5r *r, hid_t f, peso_ckpt *ck)
         return -1;
     hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
     if (g < 0)
-        return r_fail(r, "/model", "group is missing");
+        return peso_h5_r_fail(r, "/model", "group is missing");
     peso_ckpt_shape *s = &ck->shape;
     int rc = r_i32(r, g, "/model", "hidden", &s->hidden) < 0 ||
              r_i32(r, g, "/model", "layers", &s->layers) < 0 ||
@@ -645,7 +517,7 @@ static int r_header(h5r *r, hid_t f, peso_ckpt *ck)
     return rc ? -1 : 0;
 }
 
-static int r_tensor(h5r *r, hid_t f, peso_ckpt *ck, const char *path)
+static int r_tensor(peso_h5r *r, hid_t f, peso_ckpt *ck, const char *path)
 {
     hsize_t dims[PESO_CKPT_MAX_DIMS];
     int nd;
@@ -666,7 +538,7 @@ static int r_tensor(h5r *r, hid_t f, peso_ckpt *ck, const char *path)
     return rc;
 }
 
-static int r_tensors(h5r *r, hid_t f, peso_ckpt *ck)
+static int r_tensors(peso_h5r *r, hid_t f, peso_ckpt *ck)
 {
     hsize_t n;
     int nd;
@@ -674,7 +546,7 @@ static int r_tensors(h5r *r, hid_t f, peso_ckpt *ck)
     if (d < 0)
         return -1;
     char **names = peso_calloc(n ? n : 1, sizeof *names);
-    hid_t mt = vlen_str_type();
+    hid_t mt = peso_h5_vlen_str();
     int rc = r_read(r, d, "tensors", mt, names);
     for (hsize_t i = 0; rc == 0 && i < n; i++)
         rc = r_tensor(r, f, ck, names[i] ? names[i] : "");
@@ -685,13 +557,13 @@ static int r_tensors(h5r *r, hid_t f, peso_ckpt *ck)
     return rc;
 }
 
-static int r_optim(h5r *r, hid_t f, peso_ckpt *ck)
+static int r_optim(peso_h5r *r, hid_t f, peso_ckpt *ck)
 {
     hsize_t nm, nv;
     int nd;
     hid_t g = H5Gopen2(f, "optim", H5P_DEFAULT);
     if (g < 0)
-        return r_fail(r, "/optim", "group is missing");
+        return peso_h5_r_fail(r, "/optim", "group is missing");
     int rc = r_i64(r, g, "/optim", "step", &ck->optim_step);
     H5Gclose(g);
     if (rc < 0)
@@ -707,8 +579,8 @@ static int r_optim(h5r *r, hid_t f, peso_ckpt *ck)
     if (nm != nv) {
         H5Dclose(dm);
         H5Dclose(dv);
-        return r_fail(r, "/optim", "m has %llu entries but v has %llu", (unsigned long long)nm,
-                      (unsigned long long)nv);
+        return peso_h5_r_fail(r, "/optim", "m has %llu entries but v has %llu", (unsigned long long)nm,
+                              (unsigned long long)nv);
     }
     ck->optim_n = nm;
     ck->optim_m = nm ? peso_malloc(nm * sizeof(float)) : NULL;
@@ -737,16 +609,16 @@ static herr_t rng_name(hid_t g, const char *name, const H5L_info_t *info, void *
     return 0;
 }
 
-static int r_rngs(h5r *r, hid_t f, peso_ckpt *ck)
+static int r_rngs(peso_h5r *r, hid_t f, peso_ckpt *ck)
 {
     hid_t g = H5Gopen2(f, "rng", H5P_DEFAULT);
     if (g < 0)
-        return r_fail(r, "/rng", "group is missing");
+        return peso_h5_r_fail(r, "/rng", "group is missing");
     peso_ckpt_skipped names = {0};
     /* Creation order is not tracked, so streams come back by name. */
     herr_t it = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, rng_name, &names);
     H5Gclose(g);
-    int rc = it < 0 ? r_fail(r, "/rng", "cannot list") : 0;
+    int rc = it < 0 ? peso_h5_r_fail(r, "/rng", "cannot list") : 0;
     for (size_t i = 0; rc == 0 && i < names.n; i++) {
         char path[PESO_CKPT_NAME_MAX + 8];
         hsize_t n;
@@ -757,7 +629,7 @@ static int r_rngs(h5r *r, hid_t f, peso_ckpt *ck)
             rc = -1;
         } else if (n != 4) {
             H5Dclose(d);
-            rc = r_fail(r, path, "%llu entries, expected 4", (unsigned long long)n);
+            rc = peso_h5_r_fail(r, path, "%llu entries, expected 4", (unsigned long long)n);
         } else {
             peso_rng s;
             rc = r_read(r, d, path, H5T_NATIVE_UINT64, s.s);
@@ -771,13 +643,13 @@ static int r_rngs(h5r *r, hid_t f, peso_ckpt *ck)
 
 int peso_ckpt_read(const char *path, peso_ckpt *ck, peso_err *err)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    peso_h5_quiet();
     peso_ckpt_init(ck);
     ck->path = peso_strdup(path);
-    h5r r = {path, err};
+    peso_h5r r = {path, err};
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0)
-        return r_fail(&r, "cannot open as HDF5", "missing, truncated or not a checkpoint");
+        return peso_h5_r_fail(&r, "cannot open as HDF5", "missing, truncated or not a checkpoint");
     int rc = r_header(&r, f, ck) < 0 || r_tensors(&r, f, ck) < 0 || r_optim(&r, f, ck) < 0 ||
              r_rngs(&r, f, ck) < 0;
     H5Fclose(f);

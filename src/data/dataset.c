@@ -11,252 +11,115 @@
 #include <unistd.h>
 
 #include "common/atomic.h"
-
-#define OBJ_PATH 512
-
-static herr_t last_reason(unsigned n, const H5E_error2_t *e, void *data)
-{
-    (void)n;
-    if (e->desc && e->desc[0])
-        snprintf(data, 256, "%s", e->desc);
-    return 0;
-}
-
-/* HDF5's innermost error description for the current failure, or "". */
-static void h5_reason(char buf[256])
-{
-    buf[0] = '\0';
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, last_reason, buf);
-}
-
-/* "/group/name" for name under loc (name NULL: loc itself). */
-static void obj_path(hid_t loc, const char *name, char *buf, size_t n)
-{
-    char base[OBJ_PATH];
-    if (H5Iget_name(loc, base, sizeof base) <= 0)
-        snprintf(base, sizeof base, "?");
-    if (!name)
-        snprintf(buf, n, "%s", base);
-    else
-        snprintf(buf, n, "%s/%s", strcmp(base, "/") == 0 ? "" : base, name);
-}
-
-static hid_t vlen_str_type(void)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    return t;
-}
-
-/* ---- writer: the first failure is recorded and later calls do nothing,
- * so the layout below reads as one straight sequence ---- */
-
-typedef struct h5w {
-    const char *file;
-    peso_err *err;
-    int failed;
-} h5w;
-
-static void w_fail(h5w *w, hid_t loc, const char *name, const char *what)
-{
-    char p[OBJ_PATH + 64], why[256];
-    if (w->failed)
-        return;
-    obj_path(loc, name, p, sizeof p);
-    h5_reason(why);
-    peso_errf(w->err, "%s: cannot write %s %s%s%s", w->file, what, p, why[0] ? ": " : "", why);
-    w->failed = 1;
-}
-
-static hid_t w_group(h5w *w, hid_t loc, const char *name)
-{
-    if (w->failed)
-        return -1;
-    hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0)
-        w_fail(w, loc, name, "group");
-    return g;
-}
-
-static void close_group(hid_t g)
-{
-    if (g >= 0)
-        H5Gclose(g);
-}
-
-/* Attribute of n elements (n = 0: scalar). */
-static void w_attr(h5w *w, hid_t loc, const char *name, hid_t ftype, hid_t mtype, hsize_t n, const void *buf)
-{
-    if (w->failed)
-        return;
-    hid_t sp = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0 || H5Awrite(a, mtype, buf) < 0)
-        w_fail(w, loc, name, "attribute");
-    if (a >= 0)
-        H5Aclose(a);
-    H5Sclose(sp);
-}
-
-static void w_attr_i64(h5w *w, hid_t loc, const char *name, int64_t v)
-{
-    w_attr(w, loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &v);
-}
-
-static void w_attr_i32(h5w *w, hid_t loc, const char *name, int32_t v)
-{
-    w_attr(w, loc, name, H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &v);
-}
-
-static void w_attr_f64(h5w *w, hid_t loc, const char *name, double v)
-{
-    w_attr(w, loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &v);
-}
-
-static void w_attr_str(h5w *w, hid_t loc, const char *name, const char *s)
-{
-    hid_t t = vlen_str_type();
-    w_attr(w, loc, name, t, t, 0, &s);
-    H5Tclose(t);
-}
-
-static void w_data(h5w *w, hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank,
-                   const hsize_t *dims, const void *buf)
-{
-    if (w->failed)
-        return;
-    hsize_t total = 1;
-    for (int i = 0; i < rank; i++)
-        total *= dims[i];
-    hid_t sp = H5Screate_simple(rank, dims, NULL);
-    hid_t d = H5Dcreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    /* An empty dataset has nothing to write (and HDF5 wants a buffer). */
-    if (d < 0 || (total && H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0))
-        w_fail(w, loc, name, "dataset");
-    if (d >= 0)
-        H5Dclose(d);
-    H5Sclose(sp);
-}
-
-static void w_i32(h5w *w, hid_t loc, const char *name, const int32_t *v, size_t n)
-{
-    hsize_t d = n;
-    w_data(w, loc, name, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &d, v);
-}
-
-static void w_i64(h5w *w, hid_t loc, const char *name, const int64_t *v, size_t n)
-{
-    hsize_t d = n;
-    w_data(w, loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &d, v);
-}
+#include "common/h5.h"
 
 /* Strings of table t at indices idx[0..n). */
-static void w_ids(h5w *w, hid_t loc, const char *name, const peso_strtab *t, const int32_t *idx, size_t n)
+static void w_ids(peso_h5w *w, hid_t loc, const char *name, const peso_strtab *t, const int32_t *idx,
+                  size_t n)
 {
     const char **s = peso_malloc((n ? n : 1) * sizeof *s);
     for (size_t i = 0; i < n; i++)
         s[i] = peso_strtab_str(t, idx[i]);
-    hid_t st = vlen_str_type();
+    hid_t st = peso_h5_vlen_str();
     hsize_t d = n;
-    w_data(w, loc, name, st, st, 1, &d, s);
+    peso_h5_w_data(w, loc, name, st, st, 1, &d, s);
     H5Tclose(st);
     free(s);
 }
 
-static void w_pairs(h5w *w, hid_t blk, const char *name, const peso_pairs *p)
+static void w_pairs(peso_h5w *w, hid_t blk, const char *name, const peso_pairs *p)
 {
-    hid_t g = w_group(w, blk, name);
-    w_i32(w, g, "user", p->user, p->n);
-    w_i32(w, g, "target", p->target, p->n);
-    w_i64(w, g, "offsets", p->off, p->n + 1);
-    w_i32(w, g, "history", p->hist, (size_t)p->off[p->n]);
-    close_group(g);
+    hid_t g = peso_h5_w_group(w, blk, name);
+    peso_h5_w_i32(w, g, "user", p->user, p->n);
+    peso_h5_w_i32(w, g, "target", p->target, p->n);
+    peso_h5_w_i64(w, g, "offsets", p->off, p->n + 1);
+    peso_h5_w_i32(w, g, "history", p->hist, (size_t)p->off[p->n]);
+    peso_h5_close_group(g);
 }
 
-static void w_block(h5w *w, hid_t blocks, const peso_block *b)
+static void w_block(peso_h5w *w, hid_t blocks, const peso_block *b)
 {
     char name[16];
     snprintf(name, sizeof name, "%d", b->k);
-    hid_t g = w_group(w, blocks, name);
-    w_attr_i64(w, g, "users", b->st.users);
-    w_attr_i64(w, g, "new_users", b->st.new_users);
-    w_attr_i64(w, g, "items", b->st.items);
-    w_attr_i64(w, g, "new_items", b->st.new_items);
-    w_attr_i64(w, g, "interactions", b->st.interactions);
-    w_attr_f64(w, g, "avg_seq_len", b->st.avg_seq_len);
-    w_attr_f64(w, g, "sparsity", b->st.sparsity);
-    w_attr_i64(w, g, "train_pairs", b->st.train_pairs);
-    w_attr_i64(w, g, "valid_pairs", (int64_t)b->valid.n);
-    w_attr_i64(w, g, "test_pairs", (int64_t)b->test.n);
-    w_attr_i64(w, g, "ts_min", b->ts_min);
-    w_attr_i64(w, g, "ts_max", b->ts_max);
-    w_attr_i64(w, g, "raw_interactions", (int64_t)b->n_raw);
+    hid_t g = peso_h5_w_group(w, blocks, name);
+    peso_h5_w_attr_i64(w, g, "users", b->st.users);
+    peso_h5_w_attr_i64(w, g, "new_users", b->st.new_users);
+    peso_h5_w_attr_i64(w, g, "items", b->st.items);
+    peso_h5_w_attr_i64(w, g, "new_items", b->st.new_items);
+    peso_h5_w_attr_i64(w, g, "interactions", b->st.interactions);
+    peso_h5_w_attr_f64(w, g, "avg_seq_len", b->st.avg_seq_len);
+    peso_h5_w_attr_f64(w, g, "sparsity", b->st.sparsity);
+    peso_h5_w_attr_i64(w, g, "train_pairs", b->st.train_pairs);
+    peso_h5_w_attr_i64(w, g, "valid_pairs", (int64_t)b->valid.n);
+    peso_h5_w_attr_i64(w, g, "test_pairs", (int64_t)b->test.n);
+    peso_h5_w_attr_i64(w, g, "ts_min", b->ts_min);
+    peso_h5_w_attr_i64(w, g, "ts_max", b->ts_max);
+    peso_h5_w_attr_i64(w, g, "raw_interactions", (int64_t)b->n_raw);
     w_pairs(w, g, "train", &b->train);
     w_pairs(w, g, "valid", &b->valid);
     w_pairs(w, g, "test", &b->test);
-    hid_t s = w_group(w, g, "seq");
-    w_i32(w, s, "user", b->seq_user, b->n_seq);
-    w_i64(w, s, "offsets", b->seq_off, b->n_seq + 1);
-    w_i32(w, s, "items", b->seq_item, (size_t)b->seq_off[b->n_seq]);
-    close_group(s);
-    close_group(g);
+    hid_t s = peso_h5_w_group(w, g, "seq");
+    peso_h5_w_i32(w, s, "user", b->seq_user, b->n_seq);
+    peso_h5_w_i64(w, s, "offsets", b->seq_off, b->n_seq + 1);
+    peso_h5_w_i32(w, s, "items", b->seq_item, (size_t)b->seq_off[b->n_seq]);
+    peso_h5_close_group(s);
+    peso_h5_close_group(g);
 }
 
-static void w_items(h5w *w, hid_t f, const peso_raw *raw, const peso_split *sp, const peso_semid *ids)
+static void w_items(peso_h5w *w, hid_t f, const peso_raw *raw, const peso_split *sp, const peso_semid *ids)
 {
-    hid_t g = w_group(w, f, "items");
+    hid_t g = peso_h5_w_group(w, f, "items");
     w_ids(w, g, "id", raw->items, sp->item_raw, sp->n_items);
     hsize_t dims[2] = {sp->n_items, (hsize_t)ids->n_levels};
-    w_data(w, g, "codes", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dims, ids->codes);
+    peso_h5_w_data(w, g, "codes", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dims, ids->codes);
     if (!w->failed) {
         hid_t d = H5Dopen2(g, "codes", H5P_DEFAULT);
         int32_t ls[PESO_SEMID_MAX_LEVELS];
         for (int l = 0; l < ids->n_levels; l++)
             ls[l] = ids->level_size[l];
-        w_attr(w, d, "level_size", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)ids->n_levels, ls);
-        w_attr_i32(w, d, "imported", ids->imported);
+        peso_h5_w_attr(w, d, "level_size", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)ids->n_levels, ls);
+        peso_h5_w_attr_i32(w, d, "imported", ids->imported);
         H5Dclose(d);
     }
-    w_i32(w, g, "first_block", sp->item_first_block, sp->n_items);
-    close_group(g);
+    peso_h5_w_i32(w, g, "first_block", sp->item_first_block, sp->n_items);
+    peso_h5_close_group(g);
 }
 
 int peso_dataset_write(const char *path, const peso_raw *raw, const peso_split *split, const peso_semid *ids,
                        int window, const char *config_yaml, const char *fingerprint, peso_err *err)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    peso_h5_quiet();
     if (ids->n_items != split->n_items)
         return peso_errf(err, "%s: semantic IDs cover %zu items but the split has %zu", path, ids->n_items,
                          split->n_items);
     if (ids->n_levels < 1 || ids->n_levels > PESO_SEMID_MAX_LEVELS)
         return peso_errf(err, "%s: semantic IDs have %d levels, expected 1..%d", path, ids->n_levels,
                          PESO_SEMID_MAX_LEVELS);
-    char tmp[PESO_PATH_MAX], why[256];
+    char tmp[PESO_PATH_MAX], why[PESO_H5_REASON];
     peso_tmp_path(tmp, sizeof tmp, path);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) {
-        h5_reason(why);
+        peso_h5_reason(why);
         return peso_errf(err, "%s: cannot create HDF5 file: %s", tmp, why);
     }
-    h5w w = {path, err, 0};
-    w_attr_i32(&w, f, "format_version", PESO_DATASET_FORMAT);
-    w_attr_str(&w, f, "config", config_yaml);
-    w_attr_str(&w, f, "fingerprint", fingerprint);
-    w_attr_i32(&w, f, "n_blocks", split->n_blocks);
-    w_attr_i32(&w, f, "window", window);
-    w_attr_i64(&w, f, "n_after_dedup", (int64_t)split->n_after_dedup);
-    w_attr_i64(&w, f, "n_after_years", (int64_t)split->n_after_years);
+    peso_h5w w = {path, err, 0};
+    peso_h5_w_attr_i32(&w, f, "format_version", PESO_DATASET_FORMAT);
+    peso_h5_w_attr_str(&w, f, "config", config_yaml);
+    peso_h5_w_attr_str(&w, f, "fingerprint", fingerprint);
+    peso_h5_w_attr_i32(&w, f, "n_blocks", split->n_blocks);
+    peso_h5_w_attr_i32(&w, f, "window", window);
+    peso_h5_w_attr_i64(&w, f, "n_after_dedup", (int64_t)split->n_after_dedup);
+    peso_h5_w_attr_i64(&w, f, "n_after_years", (int64_t)split->n_after_years);
     w_items(&w, f, raw, split, ids);
-    hid_t g = w_group(&w, f, "users");
+    hid_t g = peso_h5_w_group(&w, f, "users");
     w_ids(&w, g, "id", raw->users, split->user_raw, split->n_users);
-    close_group(g);
-    g = w_group(&w, f, "blocks");
+    peso_h5_close_group(g);
+    g = peso_h5_w_group(&w, f, "blocks");
     for (int k = 0; k < split->n_blocks; k++)
         w_block(&w, g, &split->b[k]);
-    close_group(g);
+    peso_h5_close_group(g);
     if (H5Fclose(f) < 0 && !w.failed) {
-        h5_reason(why);
+        peso_h5_reason(why);
         peso_errf(err, "%s: cannot flush and close: %s", tmp, why);
         w.failed = 1;
     }
@@ -269,26 +132,21 @@ int peso_dataset_write(const char *path, const peso_raw *raw, const peso_split *
 
 /* ---- reader ---- */
 
-typedef struct h5r {
-    const char *file;
-    peso_err *err;
-} h5r;
-
-static int r_fail(h5r *r, hid_t loc, const char *name, const char *fmt, ...)
+static int r_fail(peso_h5r *r, hid_t loc, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static int r_fail(h5r *r, hid_t loc, const char *name, const char *fmt, ...)
+static int r_fail(peso_h5r *r, hid_t loc, const char *name, const char *fmt, ...)
 {
-    char p[OBJ_PATH + 64], msg[512];
+    char p[PESO_H5_OBJ + 64], msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    obj_path(loc, name, p, sizeof p);
-    return peso_errf(r->err, "%s: %s: %s", r->file, p, msg);
+    peso_h5_obj_path(loc, name, p, sizeof p);
+    return peso_h5_r_fail(r, p, "%s", msg);
 }
 
-static hid_t r_group(h5r *r, hid_t loc, const char *name)
+static hid_t r_group(peso_h5r *r, hid_t loc, const char *name)
 {
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) {
         r_fail(r, loc, name, "group is missing");
@@ -306,7 +164,7 @@ static const char *class_name(H5T_class_t c)
 }
 
 /* Opens attribute name of loc and checks its class and element count. */
-static hid_t r_attr_open(h5r *r, hid_t loc, const char *name, H5T_class_t cls, hssize_t count)
+static hid_t r_attr_open(peso_h5r *r, hid_t loc, const char *name, H5T_class_t cls, hssize_t count)
 {
     char at[128];
     snprintf(at, sizeof at, "@%s", name);
@@ -331,7 +189,7 @@ static hid_t r_attr_open(h5r *r, hid_t loc, const char *name, H5T_class_t cls, h
     return -1;
 }
 
-static int r_attr_num(h5r *r, hid_t loc, const char *name, H5T_class_t cls, hid_t mtype, hssize_t count,
+static int r_attr_num(peso_h5r *r, hid_t loc, const char *name, H5T_class_t cls, hid_t mtype, hssize_t count,
                       void *out)
 {
     hid_t a = r_attr_open(r, loc, name, cls, count);
@@ -342,23 +200,23 @@ static int r_attr_num(h5r *r, hid_t loc, const char *name, H5T_class_t cls, hid_
     return rc < 0 ? r_fail(r, loc, name, "cannot read attribute") : 0;
 }
 
-static int r_attr_i64(h5r *r, hid_t loc, const char *name, int64_t *v)
+static int r_attr_i64(peso_h5r *r, hid_t loc, const char *name, int64_t *v)
 {
     return r_attr_num(r, loc, name, H5T_INTEGER, H5T_NATIVE_INT64, 1, v);
 }
 
-static int r_attr_int(h5r *r, hid_t loc, const char *name, int *v)
+static int r_attr_int(peso_h5r *r, hid_t loc, const char *name, int *v)
 {
     return r_attr_num(r, loc, name, H5T_INTEGER, H5T_NATIVE_INT, 1, v);
 }
 
-static int r_attr_f64(h5r *r, hid_t loc, const char *name, double *v)
+static int r_attr_f64(peso_h5r *r, hid_t loc, const char *name, double *v)
 {
     return r_attr_num(r, loc, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, 1, v);
 }
 
 /* A scalar string attribute, variable or fixed length, into a malloc'd copy. */
-static int r_attr_str(h5r *r, hid_t loc, const char *name, char **out)
+static int r_attr_str(peso_h5r *r, hid_t loc, const char *name, char **out)
 {
     hid_t a = r_attr_open(r, loc, name, H5T_STRING, 1);
     if (a < 0)
@@ -386,7 +244,7 @@ static int r_attr_str(h5r *r, hid_t loc, const char *name, char **out)
 }
 
 /* Opens dataset name, checks class and rank, returns its dims. */
-static hid_t r_data_open(h5r *r, hid_t loc, const char *name, H5T_class_t cls, int rank, hsize_t *dims)
+static hid_t r_data_open(peso_h5r *r, hid_t loc, const char *name, H5T_class_t cls, int rank, hsize_t *dims)
 {
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) {
         r_fail(r, loc, name, "dataset is missing");
@@ -416,8 +274,8 @@ static hid_t r_data_open(h5r *r, hid_t loc, const char *name, H5T_class_t cls, i
 
 /* An integer dataset of shape [expect] (expect < 0: any length), converted to
  * mtype (elt bytes) into a malloc'd buffer. */
-static int r_ints(h5r *r, hid_t loc, const char *name, hid_t mtype, size_t elt, int64_t expect, void **buf,
-                  size_t *n)
+static int r_ints(peso_h5r *r, hid_t loc, const char *name, hid_t mtype, size_t elt, int64_t expect,
+                  void **buf, size_t *n)
 {
     hsize_t dims[1];
     hid_t d = r_data_open(r, loc, name, H5T_INTEGER, 1, dims);
@@ -436,18 +294,19 @@ static int r_ints(h5r *r, hid_t loc, const char *name, hid_t mtype, size_t elt, 
     return rc < 0 ? r_fail(r, loc, name, "cannot read dataset") : 0;
 }
 
-static int r_i32(h5r *r, hid_t loc, const char *name, int64_t expect, int32_t **v, size_t *n)
+static int r_i32(peso_h5r *r, hid_t loc, const char *name, int64_t expect, int32_t **v, size_t *n)
 {
     return r_ints(r, loc, name, H5T_NATIVE_INT32, sizeof **v, expect, (void **)v, n);
 }
 
-static int r_i64(h5r *r, hid_t loc, const char *name, int64_t expect, int64_t **v)
+static int r_i64(peso_h5r *r, hid_t loc, const char *name, int64_t expect, int64_t **v)
 {
     return r_ints(r, loc, name, H5T_NATIVE_INT64, sizeof **v, expect, (void **)v, NULL);
 }
 
 /* Every value in [lo, hi). */
-static int r_range(h5r *r, hid_t loc, const char *name, const int32_t *v, size_t n, int64_t lo, int64_t hi)
+static int r_range(peso_h5r *r, hid_t loc, const char *name, const int32_t *v, size_t n, int64_t lo,
+                   int64_t hi)
 {
     for (size_t i = 0; i < n; i++)
         if (v[i] < lo || v[i] >= hi)
@@ -457,7 +316,7 @@ static int r_range(h5r *r, hid_t loc, const char *name, const int32_t *v, size_t
 }
 
 /* offsets[0] = 0 and nondecreasing. */
-static int r_offsets(h5r *r, hid_t loc, const char *name, const int64_t *off, size_t n)
+static int r_offsets(peso_h5r *r, hid_t loc, const char *name, const int64_t *off, size_t n)
 {
     if (off[0] != 0)
         return r_fail(r, loc, name, "expected offsets[0] = 0, found %lld", (long long)off[0]);
@@ -467,7 +326,7 @@ static int r_offsets(h5r *r, hid_t loc, const char *name, const int64_t *off, si
     return 0;
 }
 
-static int r_strings(h5r *r, hid_t loc, const char *name, int64_t expect, char ***out, size_t *n)
+static int r_strings(peso_h5r *r, hid_t loc, const char *name, int64_t expect, char ***out, size_t *n)
 {
     hsize_t dims[1];
     hid_t d = r_data_open(r, loc, name, H5T_STRING, 1, dims);
@@ -497,7 +356,7 @@ static int r_strings(h5r *r, hid_t loc, const char *name, int64_t expect, char *
     return rc < 0 ? r_fail(r, loc, name, "cannot read strings") : 0;
 }
 
-static int r_pairs(h5r *r, hid_t blk, const char *name, peso_pairs *p, const peso_split *s)
+static int r_pairs(peso_h5r *r, hid_t blk, const char *name, peso_pairs *p, const peso_split *s)
 {
     hid_t g = r_group(r, blk, name);
     if (g < 0)
@@ -515,7 +374,7 @@ static int r_pairs(h5r *r, hid_t blk, const char *name, peso_pairs *p, const pes
     return rc ? -1 : 0;
 }
 
-static int r_seq(h5r *r, hid_t blk, peso_block *b, const peso_split *s)
+static int r_seq(peso_h5r *r, hid_t blk, peso_block *b, const peso_split *s)
 {
     hid_t g = r_group(r, blk, "seq");
     if (g < 0)
@@ -531,7 +390,7 @@ static int r_seq(h5r *r, hid_t blk, peso_block *b, const peso_split *s)
 }
 
 /* A count attribute that must equal what the datasets hold. */
-static int r_count(h5r *r, hid_t g, const char *name, int64_t *v, int64_t actual)
+static int r_count(peso_h5r *r, hid_t g, const char *name, int64_t *v, int64_t actual)
 {
     if (r_attr_i64(r, g, name, v))
         return -1;
@@ -541,7 +400,7 @@ static int r_count(h5r *r, hid_t g, const char *name, int64_t *v, int64_t actual
     return 0;
 }
 
-static int r_block(h5r *r, hid_t blocks, peso_block *b, const peso_split *s)
+static int r_block(peso_h5r *r, hid_t blocks, peso_block *b, const peso_split *s)
 {
     char name[16];
     snprintf(name, sizeof name, "%d", b->k);
@@ -567,7 +426,7 @@ static int r_block(h5r *r, hid_t blocks, peso_block *b, const peso_split *s)
     return rc ? -1 : 0;
 }
 
-static int r_root(h5r *r, hid_t f, peso_dataset *d)
+static int r_root(peso_h5r *r, hid_t f, peso_dataset *d)
 {
     int64_t dedup = 0, years = 0;
     if (r_attr_int(r, f, "format_version", &d->format_version))
@@ -589,7 +448,7 @@ static int r_root(h5r *r, hid_t f, peso_dataset *d)
     return 0;
 }
 
-static int r_items(h5r *r, hid_t f, peso_dataset *d)
+static int r_items(peso_h5r *r, hid_t f, peso_dataset *d)
 {
     hid_t g = r_group(r, f, "items");
     if (g < 0)
@@ -619,7 +478,7 @@ static int r_items(h5r *r, hid_t f, peso_dataset *d)
     return rc ? -1 : 0;
 }
 
-static int r_file(h5r *r, hid_t f, peso_dataset *d)
+static int r_file(peso_h5r *r, hid_t f, peso_dataset *d)
 {
     if (r_root(r, f, d) || r_items(r, f, d))
         return -1;
@@ -645,15 +504,15 @@ static int r_file(h5r *r, hid_t f, peso_dataset *d)
 
 static hid_t open_file(const char *path, peso_err *err)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    peso_h5_quiet();
     if (access(path, R_OK) != 0) {
         peso_errf(err, "%s: cannot read: %s", path, strerror(errno));
         return -1;
     }
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) {
-        char why[256];
-        h5_reason(why);
+        char why[PESO_H5_REASON];
+        peso_h5_reason(why);
         peso_errf(err, "%s: not a readable HDF5 file: %s", path, why);
     }
     return f;
@@ -665,7 +524,7 @@ int peso_dataset_read(const char *path, peso_dataset *out, peso_err *err)
     hid_t f = open_file(path, err);
     if (f < 0)
         return -1;
-    h5r r = {path, err};
+    peso_h5r r = {path, err};
     int rc = r_file(&r, f, out);
     H5Fclose(f);
     if (rc)
@@ -678,7 +537,7 @@ int peso_dataset_read_fingerprint(const char *path, char *out, size_t n, peso_er
     hid_t f = open_file(path, err);
     if (f < 0)
         return -1;
-    h5r r = {path, err};
+    peso_h5r r = {path, err};
     char *s = NULL;
     int rc = r_attr_str(&r, f, "fingerprint", &s);
     H5Fclose(f);

@@ -1,0 +1,80 @@
+/* HDF5 helpers shared by the dataset and checkpoint files: a quiet error
+ * stack whose reason text goes into peso_err messages, the string type both
+ * layouts use, and a writer context that keeps the first failure so a
+ * layout writes as one straight sequence of calls. */
+#ifndef PESO_COMMON_H5_H
+#define PESO_COMMON_H5_H
+
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* Buffer sizes for peso_h5_reason and peso_h5_obj_path. */
+#define PESO_H5_REASON 256
+#define PESO_H5_OBJ 512
+
+/* Switches off HDF5's own printing of its error stack (messages go through
+ * peso_err instead). Call before the first HDF5 call of an entry point. */
+void peso_h5_quiet(void);
+
+/* The innermost error description of the current HDF5 failure (the
+ * function that detected it, e.g. "truncated file: eof = ..."), or "".
+ * Read it before the next HDF5 call, which clears the stack. */
+void peso_h5_reason(char buf[PESO_H5_REASON]);
+
+/* "/group/name" for name under loc (name NULL: loc itself; "?" stands for
+ * a location HDF5 cannot name). */
+void peso_h5_obj_path(hid_t loc, const char *name, char *buf, size_t n);
+
+/* A new variable-length UTF-8 string type; the caller closes it. */
+hid_t peso_h5_vlen_str(void);
+
+/* Writer context: after the first failure (recorded in err as "<file>:
+ * cannot write <what> <object path>: <reason>") every writer call does
+ * nothing, and failed stays 1. */
+typedef struct peso_h5w {
+    const char *file;
+    peso_err *err;
+    int failed;
+} peso_h5w;
+
+/* Records a failure on name under loc (only the first one counts). */
+void peso_h5_w_fail(peso_h5w *w, hid_t loc, const char *name, const char *what);
+
+/* A new group name under loc, or -1 (failure recorded). */
+hid_t peso_h5_w_group(peso_h5w *w, hid_t loc, const char *name);
+
+/* Closes a group from peso_h5_w_group; -1 is ignored. */
+void peso_h5_close_group(hid_t g);
+
+/* Attribute of n elements (n = 0: scalar), file type ftype, buffer type mtype. */
+void peso_h5_w_attr(peso_h5w *w, hid_t loc, const char *name, hid_t ftype, hid_t mtype, hsize_t n,
+                    const void *buf);
+void peso_h5_w_attr_i32(peso_h5w *w, hid_t loc, const char *name, int32_t v);
+void peso_h5_w_attr_i64(peso_h5w *w, hid_t loc, const char *name, int64_t v);
+void peso_h5_w_attr_f64(peso_h5w *w, hid_t loc, const char *name, double v);
+/* A scalar variable-length string attribute; NULL writes "". */
+void peso_h5_w_attr_str(peso_h5w *w, hid_t loc, const char *name, const char *s);
+
+/* A dataset at path under loc (parent groups created as needed) of rank
+ * dims (rank 0: scalar). */
+void peso_h5_w_data(peso_h5w *w, hid_t loc, const char *path, hid_t ftype, hid_t mtype, int rank,
+                    const hsize_t *dims, const void *buf);
+/* One-dimensional integer datasets of n values. */
+void peso_h5_w_i32(peso_h5w *w, hid_t loc, const char *name, const int32_t *v, size_t n);
+void peso_h5_w_i64(peso_h5w *w, hid_t loc, const char *name, const int64_t *v, size_t n);
+
+/* Reader context: failures become "<file>: <object>: <message>", with
+ * " (<reason>)" added when HDF5 reported one. */
+typedef struct peso_h5r {
+    const char *file;
+    peso_err *err;
+} peso_h5r;
+
+/* Fills r->err as above; returns -1. The reason is read from the current
+ * error stack, which every HDF5 call clears: call this before any other. */
+int peso_h5_r_fail(peso_h5r *r, const char *obj, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif
