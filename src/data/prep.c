@@ -2,21 +2,14 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <omp.h>
 
 #include "common/atomic.h"
+#include "common/clock.h"
 #include "data/dataset.h"
 #include "data/raw.h"
 #include "data/stats.h"
 #include "semid/semid.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void peso_prep_dataset_path(const peso_conf *c, char *out, size_t n)
 {
@@ -51,7 +44,7 @@ int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *
     peso_semid ids = {0};
     char *yaml = NULL;
     int rc = -1;
-    double t0 = now();
+    double t0 = peso_now();
 
     if (c->threads > 0)
         omp_set_num_threads((int)c->threads);
@@ -63,7 +56,7 @@ int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *
         goto out;
     tm.interactions = raw.n;
     tm.bad_lines = raw.n_bad;
-    double t1 = now();
+    double t1 = peso_now();
     tm.load_s = t1 - t0;
     if (log) {
         fprintf(log, "loaded %zu interactions, %zu users, %zu items in %.2f s\n", raw.n,
@@ -80,7 +73,7 @@ int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *
     peso_split_opts_from_conf(&o, c);
     if (peso_split_run(&raw, &o, &split, err))
         goto out;
-    double t2 = now();
+    double t2 = peso_now();
     tm.split_s = t2 - t1;
     if (log)
         fprintf(log, "split into %d blocks (%s): %zu users, %zu items kept in %.2f s\n", split.n_blocks,
@@ -92,7 +85,7 @@ int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *
         fflush(log); /* the RQ-VAE's progress lines follow in order */
     if (peso_semid_build(&ids, &raw, &split, c, log != NULL, err))
         goto out;
-    double t3 = now();
+    double t3 = peso_now();
     tm.semid_s = t3 - t2;
     report_semid(log, &ids);
 
@@ -104,7 +97,7 @@ int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *
         goto out;
     if (peso_stats_write(c->out_dir, &split, err))
         goto out;
-    tm.write_s = now() - t3;
+    tm.write_s = peso_now() - t3;
     if (log) {
         fprintf(log, "wrote %s and %s/stats.json in %.2f s\n\n", path, c->out_dir, tm.write_s);
         peso_stats_print(log, &split);

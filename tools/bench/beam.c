@@ -18,9 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "backend/backend.h"
 #include "common/rng.h"
 #include "eval/beam.h"
@@ -34,14 +34,6 @@
 #define LEVELS 4
 #define CODES 256
 
-void openblas_set_num_threads(int);
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void die(const char *what, const peso_err *err)
 {
@@ -143,7 +135,6 @@ int main(int argc, char **argv)
         return 2;
     }
     omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
     peso_err err;
     char dir[] = "/tmp/peso_bench_beam_XXXXXX";
     if (!mkdtemp(dir))
@@ -196,18 +187,18 @@ int main(int argc, char **argv)
     for (int i = 0; i < users * beam; i++)
         ours[i] = -1;
 
-    double t0 = now();
+    double t0 = peso_now();
     for (int u = 0; u < users; u++) {
         int n;
         if (peso_beam_search(&bs, &t, &pr, prompts + (size_t)u * P, P, ours + (size_t)u * beam, scores, &n,
                              &err))
             die("beam search", &err);
     }
-    double t_ours = (now() - t0) / users;
-    t0 = now();
+    double t_ours = (peso_now() - t0) / users;
+    t0 = peso_now();
     for (int u = 0; u < users; u++)
         naive_search(m, &t, &pr, prompts + (size_t)u * P, P, beam, naive + (size_t)u * beam);
-    double t_naive = (now() - t0) / users;
+    double t_naive = (peso_now() - t0) / users;
     int differ = 0;
     for (int u = 0; u < users; u++)
         differ +=

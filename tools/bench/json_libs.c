@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cJSON.h>
 #ifdef PESO_BENCH_ALL_JSON
@@ -37,6 +36,7 @@
 #undef json_object_iter_next
 #endif
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/lines.h"
 
@@ -177,13 +177,6 @@ static int jansson_parse(void *state, const char *s, size_t len, fields *f)
 }
 #endif
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* One pass over the corpus; returns the checksum or -1 on a parse failure. */
 static int64_t parse_all(const lib *l, void *state, const corpus *c, size_t *bad_line)
 {
@@ -203,7 +196,7 @@ static int64_t parse_all(const lib *l, void *state, const corpus *c, size_t *bad
 static double trial(const lib *l, const corpus *c, double min_s, int64_t *sum)
 {
     void *state = l->open();
-    double t0 = now(), el;
+    double t0 = peso_now(), el;
     long passes = 0;
     do {
         size_t bad = 0;
@@ -214,7 +207,7 @@ static double trial(const lib *l, const corpus *c, double min_s, int64_t *sum)
             return -1;
         }
         passes++;
-        el = now() - t0;
+        el = peso_now() - t0;
     } while (el < min_s);
     l->close(state);
     return passes / el;

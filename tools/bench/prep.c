@@ -17,19 +17,12 @@
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/lines.h"
 #include "conf/conf.h"
 #include "data/prep.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int enlarge(const char *in, const char *out, int repeat, size_t *lines)
 {
@@ -78,7 +71,7 @@ static void run_c(const char *file, const char *dir, side *s)
     int fd[2];
     if (pipe(fd))
         return;
-    double t0 = now();
+    double t0 = peso_now();
     pid_t pid = fork();
     if (pid == 0) {
         close(fd[0]);
@@ -102,7 +95,7 @@ static void run_c(const char *file, const char *dir, side *s)
     ssize_t got = read(fd[0], &s->t, sizeof s->t);
     close(fd[0]);
     wait4(pid, &status, 0, &ru);
-    s->wall = now() - t0;
+    s->wall = peso_now() - t0;
     s->ok = got == (ssize_t)sizeof s->t && WIFEXITED(status) && WEXITSTATUS(status) == 0;
     s->work = s->t.load_s + s->t.split_s + s->t.write_s;
     s->rss_kb = ru.ru_maxrss;
@@ -113,7 +106,7 @@ static void run_py(const char *py, const char *script, const char *file, const c
     char stats[4400], pairs[4400];
     snprintf(stats, sizeof stats, "%s/py-stats.json", dir);
     snprintf(pairs, sizeof pairs, "%s/py-pairs.jsonl", dir);
-    double t0 = now();
+    double t0 = peso_now();
     pid_t pid = fork();
     if (pid == 0) {
         execl(py, py, script, "--format", "amazon2014", "--reviews", file, "--stats-out", stats,
@@ -123,7 +116,7 @@ static void run_py(const char *py, const char *script, const char *file, const c
     int status;
     struct rusage ru;
     wait4(pid, &status, 0, &ru);
-    s->wall = s->work = now() - t0;
+    s->wall = s->work = peso_now() - t0;
     s->ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     s->rss_kb = ru.ru_maxrss;
 }

@@ -16,9 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "backend/backend.h"
 #include "common/rng.h"
 #include "model/init.h"
@@ -31,14 +31,6 @@
 #define LEVELS 4
 #define CODES 256
 
-void openblas_set_num_threads(int);
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void die(const char *what, const peso_err *err)
 {
@@ -81,7 +73,6 @@ int main(int argc, char **argv)
         }
     }
     omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
     peso_err err;
     char dir[] = "/tmp/peso_bench_step_XXXXXX";
     if (!mkdtemp(dir))
@@ -145,7 +136,7 @@ int main(int argc, char **argv)
     double t0 = 0, loss0 = 0, loss1 = 0;
     for (int s = 0; s <= steps; s++) {
         if (s == 1)
-            t0 = now(); /* step 0 warms up */
+            t0 = peso_now(); /* step 0 warms up */
         peso_llama_loss l;
         if (peso_llama_zero_grads(m, &err) || peso_llama_forward_backward(m, &batch, 1.0f / (float)count, &l, &err) ||
             peso_optim_clip_step(&opt, m->params, m->grads, 1e-3, 1.0, NULL, &err))
@@ -154,7 +145,7 @@ int main(int argc, char **argv)
             loss0 = l.mean;
         loss1 = l.mean;
     }
-    double c_step = (now() - t0) / steps;
+    double c_step = (peso_now() - t0) / steps;
     long tokens = 0;
     for (int b = 0; b < B; b++)
         tokens += lens[b];
