@@ -59,12 +59,6 @@ int peso_cpu_scale(peso_backend *be, float *x, size_t n, float s, peso_err *err)
  * which may move it: a backend serves one calling thread at a time. */
 float *peso_cpu_scratch(peso_backend *be, size_t per_thread, size_t *slice);
 
-/* Sets OpenBLAS to one thread and returns its previous count, to restore
- * with openblas_set_num_threads once the operation is done. The cpu
- * backend's threads are OpenMP's, each calling OpenBLAS on its own share
- * of the work: OpenBLAS's own pool on the same cores would spin in their
- * way between operations (training steps 1.7x slower on 2 cores). */
-int peso_cpu_blas_single(void);
 
 /* Work (in elements touched) below which starting threads costs more
  * than it saves: small calls run on the calling thread. */

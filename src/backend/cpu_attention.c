@@ -129,7 +129,7 @@ int peso_cpu_attention(peso_backend *be, const peso_attn_shape *s, float *out, f
         return -1;
     size_t slice;
     float *scratch = peso_cpu_scratch(be, (size_t)ATTN_BLOCK * s->seq, &slice);
-    int tasks = s->batch * s->n_head, blas = peso_cpu_blas_single();
+    int tasks = s->batch * s->n_head;
     size_t work = attn_work(s);
 #pragma omp parallel if (work >= PESO_CPU_PAR_MIN)
     {
@@ -140,7 +140,6 @@ int peso_cpu_attention(peso_backend *be, const peso_attn_shape *s, float *out, f
             forward_head(s, out, lse, q, k, v, seq_len[b], b, h, p);
         }
     }
-    openblas_set_num_threads(blas);
     return 0;
 }
 
@@ -212,7 +211,7 @@ int peso_cpu_attention_backward(peso_backend *be, const peso_attn_shape *s, floa
     /* one task per (sequence, kv head): it alone writes that kv head's dk,
      * dv and its query heads' dq, so there are no races and the sums run
      * in a fixed order */
-    int rep = s->n_head / s->n_kv_head, tasks = s->batch * s->n_kv_head, blas = peso_cpu_blas_single();
+    int rep = s->n_head / s->n_kv_head, tasks = s->batch * s->n_kv_head;
     size_t work = attn_work(s);
 #pragma omp parallel if (work >= PESO_CPU_PAR_MIN)
     {
@@ -224,6 +223,5 @@ int peso_cpu_attention_backward(peso_backend *be, const peso_attn_shape *s, floa
                 backward_head(s, &a, seq_len[b], b, h, p, p + block);
         }
     }
-    openblas_set_num_threads(blas);
     return 0;
 }

@@ -1,7 +1,7 @@
 /* Matrix products through OpenBLAS: every row-major layout the table
  * allows maps onto cblas_sgemm calls. The threads are OpenMP's, as for
  * every other cpu operation: each one runs single-threaded OpenBLAS on
- * its own slice of the output (see peso_cpu_blas_single). */
+ * its own slice of the output (see peso_backend_cpu_create). */
 #include <cblas.h>
 #include <omp.h>
 
@@ -56,12 +56,10 @@ int peso_cpu_matmul(peso_backend *be, const peso_gemm *g, float *c, const float 
     int size = (side + per - 1) / per;
     size = (size + GEMM_SLICE_ALIGN - 1) / GEMM_SLICE_ALIGN * GEMM_SLICE_ALIGN;
     int slices = (side + size - 1) / size, tasks = g->batch * slices;
-    int blas = peso_cpu_blas_single();
 #pragma omp parallel for schedule(static) if (threads > 1 && tasks > 1)
     for (int t = 0; t < tasks; t++) {
         int lo = (t % slices) * size, hi = lo + size < side ? lo + size : side;
         gemm_slice(g, t / slices, by_rows, lo, hi, c, a, b);
     }
-    openblas_set_num_threads(blas);
     return 0;
 }
