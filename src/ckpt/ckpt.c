@@ -314,14 +314,10 @@ static void w_optim_rng(peso_h5w *w, hid_t f, const peso_ckpt *ck)
 
 int peso_ckpt_write(const char *path, const peso_ckpt *ck, peso_err *err)
 {
-    peso_h5_quiet();
-    char tmp[PESO_PATH_MAX], why[PESO_H5_REASON];
-    peso_tmp_path(tmp, sizeof tmp, path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) {
-        peso_h5_reason(why);
-        return peso_errf(err, "%s: cannot create HDF5 file: %s", tmp, why);
-    }
+    char tmp[PESO_PATH_MAX];
+    hid_t f = peso_h5_create_tmp(path, tmp, sizeof tmp, err);
+    if (f < 0)
+        return -1;
     peso_h5w w = {path, err, 0};
     peso_h5_w_attr_i32(&w, f, "format_version", PESO_CKPT_FORMAT);
     peso_h5_w_attr_str(&w, f, "kind", kind_name(ck->kind));
@@ -338,21 +334,7 @@ int peso_ckpt_write(const char *path, const peso_ckpt *ck, peso_err *err)
     w_model(&w, f, &ck->shape);
     w_tensors(&w, f, ck);
     w_optim_rng(&w, f, ck);
-    if (!w.failed && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) {
-        peso_h5_reason(why);
-        peso_errf(err, "%s: cannot flush: %s", tmp, why);
-        w.failed = 1;
-    }
-    if (H5Fclose(f) < 0 && !w.failed) {
-        peso_h5_reason(why);
-        peso_errf(err, "%s: cannot close: %s", tmp, why);
-        w.failed = 1;
-    }
-    if (w.failed) {
-        unlink(tmp);
-        return -1;
-    }
-    return peso_commit_file(tmp, path, err);
+    return peso_h5_commit(&w, f, tmp, path, err);
 }
 
 /* ---- reader ---- */

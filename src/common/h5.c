@@ -4,6 +4,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "common/atomic.h"
 
 void peso_h5_quiet(void)
 {
@@ -155,4 +158,37 @@ int peso_h5_r_fail(peso_h5r *r, const char *obj, const char *fmt, ...)
     if (why[0])
         return peso_errf(r->err, "%s: %s: %s (%s)", r->file, obj, msg, why);
     return peso_errf(r->err, "%s: %s: %s", r->file, obj, msg);
+}
+
+hid_t peso_h5_create_tmp(const char *path, char *tmp, size_t n, peso_err *err)
+{
+    char why[PESO_H5_REASON];
+    peso_h5_quiet();
+    peso_tmp_path(tmp, n, path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        peso_h5_reason(why);
+        return peso_errf(err, "%s: cannot create HDF5 file: %s", tmp, why);
+    }
+    return f;
+}
+
+int peso_h5_commit(peso_h5w *w, hid_t f, const char *tmp, const char *path, peso_err *err)
+{
+    char why[PESO_H5_REASON];
+    if (!w->failed && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) {
+        peso_h5_reason(why);
+        peso_errf(err, "%s: cannot flush: %s", tmp, why);
+        w->failed = 1;
+    }
+    if (H5Fclose(f) < 0 && !w->failed) {
+        peso_h5_reason(why);
+        peso_errf(err, "%s: cannot close: %s", tmp, why);
+        w->failed = 1;
+    }
+    if (w->failed) {
+        unlink(tmp);
+        return -1;
+    }
+    return peso_commit_file(tmp, path, err);
 }

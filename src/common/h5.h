@@ -66,6 +66,14 @@ void peso_h5_w_data(peso_h5w *w, hid_t loc, const char *path, hid_t ftype, hid_t
 void peso_h5_w_i32(peso_h5w *w, hid_t loc, const char *name, const int32_t *v, size_t n);
 void peso_h5_w_i64(peso_h5w *w, hid_t loc, const char *name, const int64_t *v, size_t n);
 
+/* Output files are written under a temporary name and renamed when whole:
+ * peso_h5_create_tmp creates "<path>.tmp.<pid>" (its name in tmp[n]);
+ * peso_h5_commit flushes and closes it and, if nothing failed, renames it
+ * to path, else removes it. Both return -1 (with the message) on failure;
+ * create returns the file id otherwise. */
+hid_t peso_h5_create_tmp(const char *path, char *tmp, size_t n, peso_err *err);
+int peso_h5_commit(peso_h5w *w, hid_t f, const char *tmp, const char *path, peso_err *err);
+
 /* Reader context: failures become "<file>: <object>: <message>", with
  * " (<reason>)" added when HDF5 reported one. */
 typedef struct peso_h5r {

@@ -88,20 +88,16 @@ static void w_items(peso_h5w *w, hid_t f, const peso_raw *raw, const peso_split 
 int peso_dataset_write(const char *path, const peso_raw *raw, const peso_split *split, const peso_semid *ids,
                        int window, const char *config_yaml, const char *fingerprint, peso_err *err)
 {
-    peso_h5_quiet();
     if (ids->n_items != split->n_items)
         return peso_errf(err, "%s: semantic IDs cover %zu items but the split has %zu", path, ids->n_items,
                          split->n_items);
     if (ids->n_levels < 1 || ids->n_levels > PESO_SEMID_MAX_LEVELS)
         return peso_errf(err, "%s: semantic IDs have %d levels, expected 1..%d", path, ids->n_levels,
                          PESO_SEMID_MAX_LEVELS);
-    char tmp[PESO_PATH_MAX], why[PESO_H5_REASON];
-    peso_tmp_path(tmp, sizeof tmp, path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) {
-        peso_h5_reason(why);
-        return peso_errf(err, "%s: cannot create HDF5 file: %s", tmp, why);
-    }
+    char tmp[PESO_PATH_MAX];
+    hid_t f = peso_h5_create_tmp(path, tmp, sizeof tmp, err);
+    if (f < 0)
+        return -1;
     peso_h5w w = {path, err, 0};
     peso_h5_w_attr_i32(&w, f, "format_version", PESO_DATASET_FORMAT);
     peso_h5_w_attr_str(&w, f, "config", config_yaml);
@@ -118,16 +114,7 @@ int peso_dataset_write(const char *path, const peso_raw *raw, const peso_split *
     for (int k = 0; k < split->n_blocks; k++)
         w_block(&w, g, &split->b[k]);
     peso_h5_close_group(g);
-    if (H5Fclose(f) < 0 && !w.failed) {
-        peso_h5_reason(why);
-        peso_errf(err, "%s: cannot flush and close: %s", tmp, why);
-        w.failed = 1;
-    }
-    if (w.failed) {
-        unlink(tmp);
-        return -1;
-    }
-    return peso_commit_file(tmp, path, err);
+    return peso_h5_commit(&w, f, tmp, path, err);
 }
 
 /* ---- reader ---- */
