@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/atomic.h"
+#include "common/file.h"
 #include "common/strtab.h"
 
 /* 2^53: integral doubles up to this are exact. */
@@ -358,26 +359,14 @@ cJSON *peso_json_parse(const char *text, size_t len, size_t *end, peso_err *err)
 
 cJSON *peso_json_load(const char *path, const char *what, peso_err *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        peso_errf(err, "%s: cannot read %s: %s", path, what, strerror(errno));
+    char doing[256], *text;
+    size_t n;
+    snprintf(doing, sizeof doing, "cannot read %s", what);
+    if (peso_read_file(path, doing, &text, &n, err))
         return NULL;
-    }
-    char *text = NULL;
-    size_t n = 0, cap = 0, got;
-    do {
-        peso_grow((void **)&text, &cap, n + 65536 + 1, 1);
-        got = fread(text + n, 1, cap - n - 1, f);
-        n += got;
-    } while (got > 0);
-    int bad = ferror(f);
-    fclose(f);
-    cJSON *root = NULL;
-    text[n] = '\0';
-    if (bad)
-        peso_errf(err, "%s: cannot read %s: read error", path, what);
-    else if (!(root = peso_json_parse(text, n, NULL, err)))
-        peso_err_prefix(err, "%s: cannot read %s", path, what);
+    cJSON *root = peso_json_parse(text, n, NULL, err);
+    if (!root)
+        peso_err_prefix(err, "%s: %s", path, doing);
     free(text);
     return root;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "common/file.h"
 #include "common/strtab.h"
 
 /* ---- the schema: every key once, with type, default, range and doc ---- */
@@ -431,24 +432,10 @@ int peso_conf_load(peso_conf *c, const char *path, peso_err *err)
 {
     if (!path)
         return 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return peso_errf(err, "%s: cannot open config: %s", path, strerror(errno));
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        peso_grow((void **)&text, &cap, len + 65536, 1);
-        size_t got = fread(text + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(text);
-        return peso_errf(err, "%s: read error", path);
-    }
+    char *text;
+    size_t len;
+    if (peso_read_file(path, "cannot open config", &text, &len, err))
+        return -1;
     int rc = apply_text(c, text, len, path, err);
     free(text);
     if (rc == 0)

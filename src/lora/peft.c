@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/file.h"
 #include "common/atomic.h"
 #include "model/safetensors.h"
 
@@ -99,32 +100,6 @@ int peso_peft_write(const char *dir, const peso_lora *l, const float *params, co
 }
 
 /* ---- reading the config ---- */
-
-static char *read_text(const char *path, peso_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        peso_errf(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = peso_malloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n - 1 == 0)
-            peso_grow((void **)&buf, &cap, cap * 2, 1);
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        peso_errf(err, "%s: read failed", path);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
 
 /* Keys whose only accepted value is "off": absent, null, false, or an
  * empty object or list. Anything else changes the math. */
@@ -227,8 +202,9 @@ int peso_peft_read_conf(const char *dir, peso_lora_conf *c, char *base_model, si
 {
     char path[PESO_PATH_MAX];
     join(path, sizeof path, dir, PESO_PEFT_CONFIG);
-    char *text = read_text(path, err);
-    if (!text)
+    char *text;
+    size_t len;
+    if (peso_read_file(path, "cannot open", &text, &len, err))
         return -1;
     cJSON *o = cJSON_Parse(text);
     free(text);
