@@ -174,9 +174,11 @@ static int view_path(char *buf, size_t n, const char *group, const char *view, p
         w = snprintf(buf, n, "%s%snew_rows/embed", group, sep);
     else if (strcmp(view, PESO_LLAMA_HEAD_NEW) == 0)
         w = snprintf(buf, n, "%s%snew_rows/head", group, sep);
+    else if (strcmp(view, PESO_LLAMA_MAGNITUDES) == 0)
+        w = snprintf(buf, n, "%s%smagnitude", group, sep);
     else
-        return peso_errf(err, "flat view %s: neither a LoRA key (%s...) nor %s / %s", view, PEFT_PREFIX,
-                         PESO_LLAMA_EMBED_NEW, PESO_LLAMA_HEAD_NEW);
+        return peso_errf(err, "flat view %s: neither a LoRA key (%s...) nor %s / %s / %s", view, PEFT_PREFIX,
+                         PESO_LLAMA_EMBED_NEW, PESO_LLAMA_HEAD_NEW, PESO_LLAMA_MAGNITUDES);
     if (w < 0 || (size_t)w >= n)
         return peso_errf(err, "flat view %s under \"%s\": tensor path too long", view, group);
     return 0;

@@ -24,6 +24,9 @@
  *     (model.layers.0.self_attn.q_proj.lora_A.weight), the same for
  *     every key, so dropping it keeps h5dump readable;
  *   /new_rows/embed, /new_rows/head   the trainable new vocabulary rows;
+ *   /magnitude               the learnable magnitudes of the past adapters
+ *     (SD-LoRA; the flat view PESO_LLAMA_MAGNITUDES), when the model has
+ *     them;
  *   /past/<i>/adapter/..., /past/<i>/new_rows/..., /past/<i>/magnitude
  *     past adapters of cumulative methods (added by the trainer with
  *     peso_ckpt_add_flat / peso_ckpt_add);
@@ -121,7 +124,8 @@ const peso_ckpt_tensor *peso_ckpt_find(const peso_ckpt *ck, const char *path);
  * layout), under group ("" for the current adapter, "past/<i>" for a past
  * one): LoRA views (PEFT keys) as <group>/adapter/<key>, the new rows
  * (PESO_LLAMA_EMBED_NEW, PESO_LLAMA_HEAD_NEW) as <group>/new_rows/embed
- * and <group>/new_rows/head. Any other view name is an error. */
+ * and <group>/new_rows/head, the magnitudes (PESO_LLAMA_MAGNITUDES) as
+ * <group>/magnitude. Any other view name is an error. */
 int peso_ckpt_add_flat(peso_ckpt *ck, const char *group, const peso_flat *flat, const float *buf,
                        peso_err *err);
 /* The reverse: fills every view of buf from the tensors of group; a

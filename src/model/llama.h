@@ -13,7 +13,8 @@
  *   new output-head rows (PESO_LLAMA_HEAD_NEW). params and grads are each
  *   one device buffer of flat.numel floats;
  * - activations in one arena sized by peso_llama_acts_numel from B, T and
- *   the config, grown only when a larger batch arrives.
+ *   the config (plus peso_llama_method_acts_numel for the continual
+ *   methods below), grown only when a larger batch arrives.
  *
  * Batches are right-padded: row b holds lens[b] real tokens at positions
  * 0..lens[b]-1 (RoPE positions 0, 1, ...), then padding. Labels follow the
@@ -21,7 +22,18 @@
  * positions < t (the input ids themselves; the shift happens here), -100
  * where no loss is taken. labels[b, 0] is never used; a label at
  * t > lens[b] would be predicted from padding and is an error. The output
- * head is computed only at label positions. */
+ * head is computed only at label positions.
+ *
+ * Continual methods (DESIGN.md "Continual methods") hook into the same
+ * passes:
+ * - cumulative family (peso_llama_set_past): frozen past adapters add
+ *   sum_i alpha_i Bhat_i Ahat_i to every adapted projection, in every
+ *   forward (training, logits, hidden mean, decode);
+ * - InfLoRA: peso_llama_set_freeze_a (B trained alone) and
+ *   peso_llama_input_cov (the modules' input covariance);
+ * - output-KL (peso_llama_set_output_kl): a per-token KL between the
+ *   modules' LoRA outputs under v_t and v_{t-1}, added to the training
+ *   passes and reported in peso_llama_loss.prox. */
 #ifndef PESO_MODEL_LLAMA_H
 #define PESO_MODEL_LLAMA_H
 
@@ -40,6 +52,8 @@
 /* RNG stream of the new rows' init (seeded by peso_llama_opts.seed). */
 #define PESO_LLAMA_NEW_ROWS_STREAM 0x4e657752u /* "NewR" */
 #define PESO_LLAMA_NEW_ROWS_STD 0.02
+/* Flat view of the learnable magnitudes alpha_i of past adapters (SD-LoRA). */
+#define PESO_LLAMA_MAGNITUDES "cumulative.magnitudes"
 
 typedef struct peso_llama_opts {
     peso_lora_conf lora; /* lora.targets = 0: no LoRA */
@@ -48,10 +62,16 @@ typedef struct peso_llama_opts {
      * project RNG: embedding rows first, then (untied) head rows. This is
      * not transformers' mean-resizing init. */
     int n_new;
+    /* Learnable magnitudes of past adapters (SD-LoRA): > 0 adds the flat
+     * view PESO_LLAMA_MAGNITUDES of n_magnitudes floats, initialised to
+     * 1.0, after the LoRA views and the new rows (whose offsets do not
+     * move). */
+    int n_magnitudes;
     uint64_t seed; /* LoRA A init and new rows */
 } peso_llama_opts;
 
-/* rank 8, alpha 16, all seven projections, no new tokens, seed 42. */
+/* rank 8, alpha 16, all seven projections, no new tokens, no magnitudes,
+ * seed 42. */
 void peso_llama_opts_defaults(peso_llama_opts *o);
 
 typedef struct peso_llama_batch {
@@ -65,6 +85,7 @@ typedef struct peso_llama_loss {
     double sum;  /* sum of the per-token cross-entropies */
     long count;  /* label tokens */
     double mean; /* sum / count; 0 when count is 0 */
+    double prox; /* the output-KL term, scale included; 0 when off */
 } peso_llama_loss;
 
 typedef struct peso_llama_layer {
@@ -73,6 +94,25 @@ typedef struct peso_llama_layer {
 } peso_llama_layer;
 
 typedef struct peso_llama_acts peso_llama_acts;
+
+/* Past adapters of the cumulative family (see peso_llama_set_past). */
+typedef struct peso_llama_past {
+    int n;               /* past adapters; 0 = none */
+    int learnable;       /* alpha_i read from the flat's magnitudes */
+    float *mem;          /* device [n * lora_span]: Ahat_i, Bhat_i at the views' offsets */
+    unsigned char *live; /* host [n * lora.n_modules]: 0 where a norm is 0 */
+    float *alpha;        /* host [n]: fixed, or this pass's copy of the magnitudes */
+    float *tmp;          /* device [tmp_rows, rank]: x Ahat_i^T when not kept */
+    size_t tmp_rows;
+} peso_llama_past;
+
+/* The output-KL regularizer (see peso_llama_set_output_kl). */
+typedef struct peso_llama_okl {
+    float *prev;           /* device [lora_span]: v_{t-1}; NULL = off */
+    double scale;          /* factor of the term, 1.0 until set */
+    float *hz, *hzp, *hdz; /* host staging of z, z_prev and dz */
+    size_t hcap;           /* floats of each */
+} peso_llama_okl;
 
 typedef struct peso_llama {
     peso_llama_config cfg; /* vocab_size = base_vocab + n_new */
@@ -87,8 +127,14 @@ typedef struct peso_llama {
     float *inv_freq;          /* [head_dim / 2] */
     peso_lora lora;
     peso_flat flat;
+    size_t lora_span;                   /* floats of the flat's LoRA part (its first views) */
     size_t embed_new_off, head_new_off; /* when n_new > 0; equal when tied */
-    float *params, *grads;              /* device [flat.numel] */
+    int n_magnitudes;
+    size_t mag_off;        /* PESO_LLAMA_MAGNITUDES, when n_magnitudes > 0 */
+    float *params, *grads; /* device [flat.numel] */
+    int freeze_a;          /* the backward leaves every A's gradient alone */
+    peso_llama_past past;
+    peso_llama_okl okl;
     peso_llama_acts *acts;
 } peso_llama;
 
@@ -111,12 +157,23 @@ size_t peso_llama_base_numel(const peso_llama_config *c);
 size_t peso_llama_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T, int keep);
 /* Floats of the backward scratch (activation gradients) for [B, T]. */
 size_t peso_llama_grad_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T);
+/* Floats the continual methods add to the arena of peso_llama_acts_numel:
+ * n_past_kept past adapters whose x Ahat_i^T [B*T, rank] is kept per
+ * module for the magnitudes' gradient (learnable magnitudes with keep = 1;
+ * 0 otherwise: a forward-only pass uses one model-owned [B*T, rank]
+ * scratch), and with output_kl the term's z and z_prev [B*T, widest
+ * adapted output] and x A_prev^T, dz B [B*T, rank], shared by all
+ * modules. */
+size_t peso_llama_method_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T,
+                                    int keep, int n_past_kept, int output_kl);
 
 /* The loss of a batch (labels required), nothing kept for a backward. */
 int peso_llama_forward(peso_llama *m, const peso_llama_batch *b, peso_llama_loss *loss, peso_err *err);
 /* Forward and backward: grads += grad_scale * d(loss.sum)/d(params), so
  * grad_scale = 1 / (label tokens of the global batch) gives the gradient
- * of the mean. Only trainable tensors get gradients. */
+ * of the mean, plus d(loss.prox)/d(params) (not multiplied by
+ * grad_scale: the output-KL scale is the term's whole factor). Only
+ * trainable tensors get gradients. */
 int peso_llama_forward_backward(peso_llama *m, const peso_llama_batch *b, float grad_scale,
                                 peso_llama_loss *loss, peso_err *err);
 int peso_llama_zero_grads(peso_llama *m, peso_err *err);
@@ -145,6 +202,60 @@ int peso_llama_get_grads(peso_llama *m, float *host, peso_err *err);
 /* PEFT adapter folders (lora/peft.h) into or out of the LoRA views. */
 int peso_llama_load_adapter(peso_llama *m, const char *dir, peso_err *err);
 int peso_llama_save_adapter(peso_llama *m, const char *dir, const char *base_model, peso_err *err);
+
+/* ---- continual methods ---- */
+
+/* Cumulative family (paper eq. 5): every adapted projection becomes
+ *   y = x W0^T + sum_i alpha_i (x Ahat_i^T) Bhat_i^T + scaling (x A^T) B^T
+ * with Ahat_i = A_i / ||A_i||_F and Bhat_i = B_i / ||B_i||_F, each
+ * module normalised by its own norms; a module whose A_i or B_i is all
+ * zero contributes nothing; no LoRA scaling on past terms. past[i] is a
+ * host buffer with m's flat layout, of which only the LoRA views are
+ * read; they are normalised on the host (double) and copied to device
+ * memory owned by m, frozen: they have no gradient and are not part of
+ * the flat. alpha: host [n_past] fixed magnitudes (SumLoRA: 1.0), or NULL
+ * for learnable ones, alpha_i = params[mag_off + i], which needs
+ * n_past <= n_magnitudes; the backward then ADDS dL/dalpha_i into
+ * grads[mag_off + i] (other magnitudes untouched). Every pass downloads
+ * the n_past magnitudes once, at its start, to scale the products.
+ * n_past = 0 removes the past adapters. */
+int peso_llama_set_past(peso_llama *m, int n_past, const float *const *past, const float *alpha,
+                        peso_err *err);
+
+/* freeze = 1: the backward computes no gradient for any A (grads of the A
+ * views stay as they were, for every term); B's as before. */
+int peso_llama_set_freeze_a(peso_llama *m, int freeze);
+
+/* InfLoRA's input statistics: a forward over b (labels ignored), and for
+ * every adapted module, in lora.mods order, ADDS X^T X into cov, X the
+ * module's input rows of the real tokens (t < lens[b], padding excluded).
+ * cov holds consecutive [in, in] row-major blocks, module after module
+ * (module i's block starts at the sum of in_j^2 over j < i); modules that
+ * share an input (q/k/v, gate/up) each get their own copy. The products
+ * are float32 on the backend, summed into cov in double, each block
+ * exactly symmetric. *n_tok += the real tokens of b (nothing is added on
+ * an error in the batch). */
+int peso_llama_input_cov(peso_llama *m, const peso_llama_batch *b, double *cov, long *n_tok, peso_err *err);
+/* Doubles of cov: the sum of in^2 over the adapted modules. */
+size_t peso_llama_input_cov_numel(const peso_llama *m);
+
+/* Output-KL regularizer. With prev (host, m's flat layout, only the LoRA
+ * views read; copied to the device) the training passes add, for every
+ * adapted module and every real token,
+ *   scale * KL(softmax(z) || softmax(z_prev)),
+ *   z = scaling (x A^T) B^T, z_prev = scaling (x A_prev^T) B_prev^T,
+ * rows over the module's out features, x the module's input. Its
+ * gradient reaches the module's A and B only: x is a constant of the term
+ * (stop-gradient), so nothing of it flows into dx and on through the
+ * network. The term's value is loss.prox of peso_llama_forward and
+ * peso_llama_forward_backward; logits, hidden mean, decode and the input
+ * covariance leave it out. The softmax-KL itself is peso_prox_output_kl
+ * on the host: z and z_prev are downloaded and dz uploaded (a copy on the
+ * cpu backend; a GPU backend would add it as an op). prev NULL turns the
+ * term off. */
+int peso_llama_set_output_kl(peso_llama *m, const float *prev, peso_err *err);
+/* The term's factor for the next passes (1.0 until set). */
+void peso_llama_output_kl_scale(peso_llama *m, double scale);
 
 /* ---- batch files ----
  * HDF5 with int datasets /input_ids [B, T], /attention_mask [B, T]

@@ -19,15 +19,24 @@ static float *bump(float *base, size_t *off, size_t n)
     return p;
 }
 
-static size_t layout(const peso_llama_config *c, const peso_lora_conf *l, size_t N, int keep, float *base,
-                     peso_layer_acts *la, float **xf, float **rstdf)
+/* What the continual methods add to the arena. */
+typedef struct extras {
+    int n_past_kept; /* past adapters whose x Ahat_i^T is kept per module */
+    int okl_width;   /* output-KL scratch width; 0 without the term */
+} extras;
+
+/* Sizes the arena (base NULL) or hands out its pointers into ac (when not
+ * NULL). */
+static size_t layout(const peso_llama_config *c, const peso_lora_conf *l, size_t N, int keep,
+                     const extras *ex, float *base, peso_llama_acts *ac)
 {
     size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size;
     size_t Hq = (size_t)c->num_attention_heads * (size_t)c->head_dim;
     size_t Hkv = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    size_t r = (size_t)l->rank;
     int L = c->num_hidden_layers;
     size_t off = 0;
-    peso_layer_acts one = {0};
+    peso_layer_acts one = {0}, *la = ac ? ac->layer : NULL;
     float *resid = keep ? NULL : bump(base, &off, N * C);
     float *x = keep ? bump(base, &off, N * C) : resid;
     for (int i = 0; i < L; i++) {
@@ -49,7 +58,10 @@ static size_t layout(const peso_llama_config *c, const peso_lora_conf *l, size_t
             a->h = bump(base, &off, N * F);
             for (int p = 0; p < PESO_LORA_NPROJ; p++)
                 if (l->targets & (1u << p))
-                    a->lu[p] = bump(base, &off, N * (size_t)l->rank);
+                    a->lu[p] = bump(base, &off, N * r);
+            for (int p = 0; p < PESO_LORA_NPROJ && keep && ex->n_past_kept; p++)
+                if (l->targets & (1u << p))
+                    a->plu[p] = bump(base, &off, (size_t)ex->n_past_kept * N * r);
         } else if (la) {
             *a = la[0];
         }
@@ -57,17 +69,37 @@ static size_t layout(const peso_llama_config *c, const peso_lora_conf *l, size_t
         a->xout = keep ? bump(base, &off, N * C) : resid;
         x = a->xout;
     }
-    float *f = bump(base, &off, N * C), *r = bump(base, &off, N);
-    if (xf) {
-        *xf = f;
-        *rstdf = r;
+    float *f = bump(base, &off, N * C), *rs = bump(base, &off, N);
+    float *oz = NULL, *ozp = NULL, *olu = NULL, *odlu = NULL;
+    if (ex->okl_width) {
+        oz = bump(base, &off, N * (size_t)ex->okl_width);
+        ozp = bump(base, &off, N * (size_t)ex->okl_width);
+        olu = bump(base, &off, N * r);
+        odlu = bump(base, &off, N * r);
+    }
+    if (ac) {
+        ac->xf = f;
+        ac->rstdf = rs;
+        ac->oz = oz;
+        ac->ozp = ozp;
+        ac->olu = olu;
+        ac->odlu = odlu;
     }
     return off;
 }
 
 size_t peso_llama_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T, int keep)
 {
-    return layout(c, l, (size_t)B * (size_t)T, keep, NULL, NULL, NULL, NULL);
+    extras none = {0, 0};
+    return layout(c, l, (size_t)B * (size_t)T, keep, &none, NULL, NULL);
+}
+
+size_t peso_llama_method_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T,
+                                    int keep, int n_past_kept, int output_kl)
+{
+    extras ex = {l->targets ? n_past_kept : 0, l->targets && output_kl ? peso_llama_okl_width(c, l) : 0};
+    size_t N = (size_t)B * (size_t)T;
+    return layout(c, l, N, keep, &ex, NULL, NULL) - peso_llama_acts_numel(c, l, B, T, keep);
 }
 
 static size_t grad_layout(const peso_llama_config *c, const peso_lora_conf *l, size_t N, float *base,
@@ -126,10 +158,11 @@ static void free_staging(peso_llama *m)
     free(a->h_pos);
     free(a->h_xpos);
     free(a->h_xtgt);
+    free(a->h_lens);
     free(a->h_losses);
     a->ids = a->pos = a->lens = a->xpos = a->xtgt = NULL;
     a->losses = NULL;
-    a->h_ids = a->h_pos = a->h_xpos = a->h_xtgt = NULL;
+    a->h_ids = a->h_pos = a->h_xpos = a->h_xtgt = a->h_lens = NULL;
     a->h_losses = NULL;
     a->cap_tok = a->cap_b = 0;
 }
@@ -167,6 +200,7 @@ static int grow_staging(peso_llama *m, int n_tok, int n_b, peso_err *err)
     a->h_xpos = peso_malloc(ti);
     a->h_xtgt = peso_malloc(ti);
     a->h_losses = peso_malloc((size_t)n_tok * sizeof(float));
+    a->h_lens = peso_malloc((size_t)n_b * sizeof(int32_t));
     a->cap_tok = n_tok;
     a->cap_b = n_b;
     return 0;
@@ -219,6 +253,7 @@ static int stage_batch(peso_llama *m, const peso_llama_batch *b, peso_err *err)
         be->upload(be, a->xpos, a->h_xpos, (size_t)n_lab * sizeof(int32_t), err) < 0 ||
         be->upload(be, a->xtgt, a->h_xtgt, (size_t)n_lab * sizeof(int32_t), err) < 0)
         return -1;
+    memcpy(a->h_lens, b->lens, (size_t)b->B * sizeof(int32_t));
     a->n_lab = n_lab;
     return 0;
 }
@@ -235,13 +270,19 @@ int peso_llama_prepare(peso_llama *m, const peso_llama_batch *b, int keep, peso_
     int N = b->B * b->T;
     if (grow_staging(m, N, b->B, err) < 0 || stage_batch(m, b, err) < 0)
         return -1;
-    size_t need = layout(&m->cfg, &m->lora.conf, (size_t)N, keep, NULL, NULL, NULL, NULL);
+    extras ex = {keep ? peso_llama_past_kept(m) : 0,
+                 m->okl.prev ? peso_llama_okl_width(&m->cfg, &m->lora.conf) : 0};
+    size_t need = layout(&m->cfg, &m->lora.conf, (size_t)N, keep, &ex, NULL, NULL);
     if (grow_dev(m->be, (void **)&a->mem, &a->cap, need, sizeof(float), err) < 0)
         return -1;
-    layout(&m->cfg, &m->lora.conf, (size_t)N, keep, a->mem, a->layer, &a->xf, &a->rstdf);
+    layout(&m->cfg, &m->lora.conf, (size_t)N, keep, &ex, a->mem, a);
     a->B = b->B;
     a->T = b->T;
     a->keep = keep;
+    /* the hooks are off until the pass's entry point turns them on */
+    a->okl = PESO_OKL_OFF;
+    a->okl_sum = 0.0;
+    a->cov = NULL;
     return 0;
 }
 

@@ -2,7 +2,9 @@
  * model/decode.h). One routine runs n_seq sequences of n_tok new tokens
  * each: the prefill is one sequence of P tokens with an empty prefix
  * (the backend's causal attention, as in training), a step is n beams of
- * one token each after the P cached ones (attention on the host). */
+ * one token each after the P cached ones (attention on the host). The
+ * projections are peso_llama_proj's, past adapters of the cumulative
+ * family included (their magnitudes read at the start of each run). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,9 +202,9 @@ static int attention_block(peso_decode *d, int l, int n_seq, int n_tok, const ru
     size_t qb = (size_t)N * Hq * D * sizeof(float), kb = (size_t)N * d->kv * sizeof(float);
     if (be->rmsnorm(be, d->xn, NULL, d->x, m->layers[l].attn_norm, N, c->hidden_size, (float)c->rms_norm_eps,
                     err) < 0 ||
-        peso_llama_proj(m, l, PESO_LORA_Q, N, d->q, d->xn, d->lu, 0.0f, err) < 0 ||
-        peso_llama_proj(m, l, PESO_LORA_K, N, d->k, d->xn, d->lu, 0.0f, err) < 0 ||
-        peso_llama_proj(m, l, PESO_LORA_V, N, d->v, d->xn, d->lu, 0.0f, err) < 0 ||
+        peso_llama_proj(m, l, PESO_LORA_Q, N, d->q, d->xn, d->lu, NULL, 0.0f, err) < 0 ||
+        peso_llama_proj(m, l, PESO_LORA_K, N, d->k, d->xn, d->lu, NULL, 0.0f, err) < 0 ||
+        peso_llama_proj(m, l, PESO_LORA_V, N, d->v, d->xn, d->lu, NULL, 0.0f, err) < 0 ||
         be->rope(be, d->q, d->pos, m->inv_freq, N, Hq, D, err) < 0 ||
         be->rope(be, d->k, d->pos, m->inv_freq, N, c->num_key_value_heads, D, err) < 0 ||
         be->download(be, d->hk, d->k, kb, err) < 0 || be->download(be, d->hv, d->v, kb, err) < 0)
@@ -219,7 +221,7 @@ static int attention_block(peso_decode *d, int l, int n_seq, int n_tok, const ru
         if (be->upload(be, d->att, d->hatt, qb, err) < 0)
             return -1;
     }
-    return peso_llama_proj(m, l, PESO_LORA_O, N, d->x, d->att, d->lu, 1.0f, err);
+    return peso_llama_proj(m, l, PESO_LORA_O, N, d->x, d->att, d->lu, NULL, 1.0f, err);
 }
 
 static int mlp_block(peso_decode *d, int l, int N, peso_err *err)
@@ -229,11 +231,11 @@ static int mlp_block(peso_decode *d, int l, int N, peso_err *err)
     const peso_llama_config *c = &m->cfg;
     if (be->rmsnorm(be, d->xn, NULL, d->x, m->layers[l].mlp_norm, N, c->hidden_size, (float)c->rms_norm_eps,
                     err) < 0 ||
-        peso_llama_proj(m, l, PESO_LORA_GATE, N, d->g, d->xn, d->lu, 0.0f, err) < 0 ||
-        peso_llama_proj(m, l, PESO_LORA_UP, N, d->u, d->xn, d->lu, 0.0f, err) < 0 ||
+        peso_llama_proj(m, l, PESO_LORA_GATE, N, d->g, d->xn, d->lu, NULL, 0.0f, err) < 0 ||
+        peso_llama_proj(m, l, PESO_LORA_UP, N, d->u, d->xn, d->lu, NULL, 0.0f, err) < 0 ||
         be->swiglu(be, d->h, d->g, d->u, (size_t)N * c->intermediate_size, err) < 0)
         return -1;
-    return peso_llama_proj(m, l, PESO_LORA_DOWN, N, d->x, d->h, d->lu, 1.0f, err);
+    return peso_llama_proj(m, l, PESO_LORA_DOWN, N, d->x, d->h, d->lu, NULL, 1.0f, err);
 }
 
 /* In place over the rows of x [n, V]: x - logsumexp(x), in double. */
@@ -263,7 +265,7 @@ static int run(peso_decode *d, int n_seq, int n_tok, run_kv kv0, size_t layer_ow
     const peso_llama_config *c = &m->cfg;
     int N = n_seq * n_tok, L = c->num_hidden_layers, C = c->hidden_size, V = c->vocab_size;
     peso_table emb = peso_llama_embed_table(m);
-    if (be->embed(be, &emb, d->x, d->ids, N, err) < 0)
+    if (peso_llama_past_begin(m, N, err) < 0 || be->embed(be, &emb, d->x, d->ids, N, err) < 0)
         return -1;
     for (int l = 0; l < L; l++) {
         run_kv r = kv0;

@@ -32,7 +32,7 @@ peso_table peso_llama_head_table(const peso_llama *m)
 }
 
 int peso_llama_proj(peso_llama *m, int l, peso_lora_proj p, int N, float *y, const float *x, float *lu,
-                    float beta, peso_err *err)
+                    float *plu, float beta, peso_err *err)
 {
     peso_backend *be = m->be;
     int in, out;
@@ -43,16 +43,22 @@ int peso_llama_proj(peso_llama *m, int l, peso_lora_proj p, int N, float *y, con
     if (!md)
         return 0;
     int r = m->lora.conf.rank;
-    if (peso_linear(be, lu, x, m->params + md->a_off, PESO_F32, N, r, in, 1.0f, 0.0f, err) < 0)
+    if (peso_llama_past_forward(m, m->lora.index[l * PESO_LORA_NPROJ + p], N, y, x, plu, err) < 0 ||
+        peso_linear(be, lu, x, m->params + md->a_off, PESO_F32, N, r, in, 1.0f, 0.0f, err) < 0)
         return -1;
     return peso_linear(be, y, lu, m->params + md->b_off, PESO_F32, N, out, r, m->lora.scaling, 1.0f, err);
 }
 
-/* The staged batch's N = B*T rows; lu receives x A^T for the backward. */
-static int proj(peso_llama *m, int l, peso_lora_proj p, float *y, const float *x, float *lu, float beta,
-                peso_err *err)
+/* The staged batch's N = B*T rows, with the layer's kept products and the
+ * pass's output-KL and input-covariance hooks, which see the module's
+ * input x and x A^T. */
+static int proj(peso_llama *m, int l, peso_lora_proj p, float *y, const float *x, float beta, peso_err *err)
 {
-    return peso_llama_proj(m, l, p, m->acts->B * m->acts->T, y, x, lu, beta, err);
+    peso_layer_acts *a = &m->acts->layer[l];
+    if (peso_llama_proj(m, l, p, m->acts->B * m->acts->T, y, x, a->lu[p], a->plu[p], beta, err) < 0 ||
+        peso_llama_okl_module(m, l, p, x, a->lu[p], err) < 0)
+        return -1;
+    return peso_llama_cov_module(m, l, p, x, err);
 }
 
 static int copy_if(peso_backend *be, float *dst, const float *src, size_t n, peso_err *err)
@@ -77,16 +83,16 @@ static int attention_block(peso_llama *m, int l, peso_err *err)
     peso_attn_shape s = attn_shape(m);
     if (be->rmsnorm(be, a->xn1, a->rstd1, a->x, m->layers[l].attn_norm, N, c->hidden_size,
                     (float)c->rms_norm_eps, err) < 0 ||
-        proj(m, l, PESO_LORA_Q, a->q, a->xn1, a->lu[PESO_LORA_Q], 0.0f, err) < 0 ||
-        proj(m, l, PESO_LORA_K, a->k, a->xn1, a->lu[PESO_LORA_K], 0.0f, err) < 0 ||
-        proj(m, l, PESO_LORA_V, a->v, a->xn1, a->lu[PESO_LORA_V], 0.0f, err) < 0 ||
+        proj(m, l, PESO_LORA_Q, a->q, a->xn1, 0.0f, err) < 0 ||
+        proj(m, l, PESO_LORA_K, a->k, a->xn1, 0.0f, err) < 0 ||
+        proj(m, l, PESO_LORA_V, a->v, a->xn1, 0.0f, err) < 0 ||
         be->rope(be, a->q, ac->pos, m->inv_freq, N, s.n_head, s.head_dim, err) < 0 ||
         be->rope(be, a->k, ac->pos, m->inv_freq, N, s.n_kv_head, s.head_dim, err) < 0 ||
         be->attention(be, &s, a->att, a->lse, a->q, a->k, a->v, ac->lens, err) < 0)
         return -1;
     if (copy_if(be, a->xmid, a->x, (size_t)N * c->hidden_size, err) < 0)
         return -1;
-    return proj(m, l, PESO_LORA_O, a->xmid, a->att, a->lu[PESO_LORA_O], 1.0f, err);
+    return proj(m, l, PESO_LORA_O, a->xmid, a->att, 1.0f, err);
 }
 
 static int mlp_block(peso_llama *m, int l, peso_err *err)
@@ -97,13 +103,13 @@ static int mlp_block(peso_llama *m, int l, peso_err *err)
     int N = m->acts->B * m->acts->T;
     if (be->rmsnorm(be, a->xn2, a->rstd2, a->xmid, m->layers[l].mlp_norm, N, c->hidden_size,
                     (float)c->rms_norm_eps, err) < 0 ||
-        proj(m, l, PESO_LORA_GATE, a->g, a->xn2, a->lu[PESO_LORA_GATE], 0.0f, err) < 0 ||
-        proj(m, l, PESO_LORA_UP, a->u, a->xn2, a->lu[PESO_LORA_UP], 0.0f, err) < 0 ||
+        proj(m, l, PESO_LORA_GATE, a->g, a->xn2, 0.0f, err) < 0 ||
+        proj(m, l, PESO_LORA_UP, a->u, a->xn2, 0.0f, err) < 0 ||
         be->swiglu(be, a->h, a->g, a->u, (size_t)N * c->intermediate_size, err) < 0)
         return -1;
     if (copy_if(be, a->xout, a->xmid, (size_t)N * c->hidden_size, err) < 0)
         return -1;
-    return proj(m, l, PESO_LORA_DOWN, a->xout, a->h, a->lu[PESO_LORA_DOWN], 1.0f, err);
+    return proj(m, l, PESO_LORA_DOWN, a->xout, a->h, 1.0f, err);
 }
 
 int peso_llama_run_layers(peso_llama *m, peso_err *err)
@@ -113,7 +119,7 @@ int peso_llama_run_layers(peso_llama *m, peso_err *err)
     const peso_llama_config *c = &m->cfg;
     int N = ac->B * ac->T, L = c->num_hidden_layers;
     peso_table emb = peso_llama_embed_table(m);
-    if (be->embed(be, &emb, ac->layer[0].x, ac->ids, N, err) < 0)
+    if (peso_llama_past_begin(m, N, err) < 0 || be->embed(be, &emb, ac->layer[0].x, ac->ids, N, err) < 0)
         return -1;
     for (int l = 0; l < L; l++)
         if (attention_block(m, l, err) < 0 || mlp_block(m, l, err) < 0)
@@ -147,9 +153,13 @@ int peso_llama_forward(peso_llama *m, const peso_llama_batch *b, peso_llama_loss
 {
     if (!b->labels)
         return peso_errf(err, "loss: the batch has no labels");
-    if (peso_llama_prepare(m, b, 0, err) < 0 || peso_llama_run_layers(m, err) < 0)
+    if (peso_llama_prepare(m, b, 0, err) < 0)
         return -1;
-    return head_loss(m, 0.0f, NULL, NULL, loss, err);
+    m->acts->okl = m->okl.prev ? PESO_OKL_VALUE : PESO_OKL_OFF;
+    if (peso_llama_run_layers(m, err) < 0 || head_loss(m, 0.0f, NULL, NULL, loss, err) < 0)
+        return -1;
+    loss->prox = m->acts->okl_sum;
+    return 0;
 }
 
 int peso_llama_forward_backward(peso_llama *m, const peso_llama_batch *b, float grad_scale,
@@ -157,10 +167,19 @@ int peso_llama_forward_backward(peso_llama *m, const peso_llama_batch *b, float 
 {
     if (!b->labels)
         return peso_errf(err, "loss: the batch has no labels");
-    if (peso_llama_prepare(m, b, 1, err) < 0 || peso_llama_run_layers(m, err) < 0)
+    if (peso_llama_prepare(m, b, 1, err) < 0)
         return -1;
-    if (m->acts->n_lab == 0)
-        return head_loss(m, 0.0f, NULL, NULL, loss, err);
+    /* the output-KL's gradient is complete in the forward (x is constant
+     * for it), so it is added there */
+    m->acts->okl = m->okl.prev ? PESO_OKL_GRAD : PESO_OKL_OFF;
+    if (peso_llama_run_layers(m, err) < 0)
+        return -1;
+    if (m->acts->n_lab == 0) {
+        if (head_loss(m, 0.0f, NULL, NULL, loss, err) < 0)
+            return -1;
+        loss->prox = m->acts->okl_sum;
+        return 0;
+    }
     if (peso_llama_prepare_grads(m, err) < 0)
         return -1;
     peso_grad_acts *g = &m->acts->g;
@@ -169,6 +188,7 @@ int peso_llama_forward_backward(peso_llama *m, const peso_llama_batch *b, float 
     if (m->be->zero(m->be, g->dxn, nc * sizeof(float), err) < 0 ||
         head_loss(m, grad_scale, g->dxn, dhead, loss, err) < 0)
         return -1;
+    loss->prox = m->acts->okl_sum;
     return peso_llama_backward_layers(m, err);
 }
 

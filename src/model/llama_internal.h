@@ -17,7 +17,10 @@ typedef struct peso_layer_acts {
     float *xn2, *rstd2;         /* post_attention_layernorm */
     float *g, *u, *h;           /* gate, up, silu(gate) * up [N, F] */
     float *lu[PESO_LORA_NPROJ]; /* x A^T [N, r] of each adapted projection */
-    float *xout;                /* xmid + down_proj [N, C] = next layer's x */
+    /* x Ahat_i^T [n_past][N, r] of each adapted projection, kept for the
+     * learnable magnitudes' gradient; NULL when not kept */
+    float *plu[PESO_LORA_NPROJ];
+    float *xout; /* xmid + down_proj [N, C] = next layer's x */
 } peso_layer_acts;
 
 /* Activation gradients of one layer at a time (the backward walks the
@@ -30,9 +33,20 @@ typedef struct peso_grad_acts {
     float *dlu; /* dL/d (x A^T) [N, r] */
 } peso_grad_acts;
 
+typedef struct peso_cov_pass peso_cov_pass;
+
+/* What a pass runs besides the model (llama_okl.c, llama_cov.c). */
+typedef enum peso_okl_mode { PESO_OKL_OFF = 0, PESO_OKL_VALUE, PESO_OKL_GRAD } peso_okl_mode;
+
 struct peso_llama_acts {
     /* the batch of the last forward */
     int B, T, keep, n_lab;
+    /* output-KL of this pass: mode and value so far */
+    peso_okl_mode okl;
+    double okl_sum;
+    float *oz, *ozp;    /* [N, widest output]: z, z_prev; dz goes into oz */
+    float *olu, *odlu;  /* [N, r]: x A_prev^T, dz B */
+    peso_cov_pass *cov; /* input covariance of this pass, or NULL */
     /* arena and scratch, device */
     float *mem, *gmem;
     size_t cap, gcap;
@@ -43,7 +57,7 @@ struct peso_llama_acts {
     int cap_tok, cap_b;
     int32_t *ids, *pos, *lens, *xpos, *xtgt;
     float *losses;
-    int32_t *h_ids, *h_pos, *h_xpos, *h_xtgt;
+    int32_t *h_ids, *h_pos, *h_xpos, *h_xtgt, *h_lens;
     float *h_losses;
 };
 
@@ -56,11 +70,44 @@ int peso_llama_run_layers(peso_llama *m, peso_err *err);
 /* The head as a peso_table: frozen rows from wmem, new rows from params. */
 peso_table peso_llama_head_table(const peso_llama *m);
 peso_table peso_llama_embed_table(const peso_llama *m);
-/* y (beta 0: =, beta 1: +=) x W^T + scaling (x A^T) B^T for projection p
- * of layer l over N rows of x (device); lu [N, rank] receives x A^T (the
- * backward's input), unused when p has no adapter. */
+/* y (beta 0: =, beta 1: +=) x W^T + the past terms + scaling (x A^T) B^T
+ * for projection p of layer l over N rows of x (device); lu [N, rank]
+ * receives x A^T (the backward's input), unused when p has no adapter;
+ * plu [n_past][N, rank] receives the x Ahat_i^T, or NULL for the model's
+ * scratch (nothing kept). */
 int peso_llama_proj(peso_llama *m, int l, peso_lora_proj p, int N, float *y, const float *x, float *lu,
-                    float beta, peso_err *err);
+                    float *plu, float beta, peso_err *err);
+
+/* ---- past adapters (llama_past.c) ---- */
+/* At the start of a pass over N rows: this pass's magnitudes to the host
+ * and the scratch grown to N rows. */
+int peso_llama_past_begin(peso_llama *m, int N, peso_err *err);
+/* y += sum_i alpha_i (x Ahat_i^T) Bhat_i^T for module mi; plu as in
+ * peso_llama_proj. */
+int peso_llama_past_forward(peso_llama *m, int mi, int N, float *y, const float *x, float *plu,
+                            peso_err *err);
+/* dx += sum_i alpha_i (dy Bhat_i) Ahat_i and, for learnable magnitudes,
+ * grads[mag_off + i] += <dy Bhat_i, plu_i>; t [N, rank] is scratch. */
+int peso_llama_past_backward(peso_llama *m, int mi, int N, float *dx, const float *dy, const float *plu,
+                             float *t, peso_err *err);
+/* Past adapters whose x Ahat_i^T a backward pass keeps per module. */
+int peso_llama_past_kept(const peso_llama *m);
+void peso_llama_past_free(peso_llama *m);
+
+/* ---- output-KL (llama_okl.c) ---- */
+/* The widest out features of an adapted projection. */
+int peso_llama_okl_width(const peso_llama_config *c, const peso_lora_conf *l);
+/* The term of module p of layer l on the staged batch (x its input, lu =
+ * x A^T): value into acts->okl_sum and, in PESO_OKL_GRAD, its gradient
+ * into A and B. No-op when the pass has no output-KL or p no adapter. */
+int peso_llama_okl_module(peso_llama *m, int l, peso_lora_proj p, const float *x, const float *lu,
+                          peso_err *err);
+void peso_llama_okl_free(peso_llama *m);
+
+/* ---- input covariance (llama_cov.c) ---- */
+/* Adds module p of layer l's X^T X (real rows of the staged batch) to the
+ * pass's covariance. No-op when the pass has none or p no adapter. */
+int peso_llama_cov_module(peso_llama *m, int l, peso_lora_proj p, const float *x, peso_err *err);
 /* Logits over the whole vocabulary for n_pos hidden states hs (device,
  * [n_pos, hidden], after the final norm) into out (host [n_pos, V]). */
 int peso_llama_head_logits(peso_llama *m, const float *hs, int n_pos, float *out, peso_err *err);

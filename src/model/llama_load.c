@@ -1,5 +1,6 @@
 /* Loading a Hugging Face Llama folder onto a backend, and the trainable
- * flat (LoRA + new vocabulary rows) that goes with it. */
+ * flat (LoRA + new vocabulary rows + past-adapter magnitudes) that goes
+ * with it. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +181,7 @@ static int build_flat(peso_llama *m, const peso_llama_opts *o, peso_err *err)
     peso_flat_init(&m->flat);
     if (peso_lora_layout(&m->lora, &o->lora, &m->cfg, &m->flat, err) < 0)
         return -1;
+    m->lora_span = m->flat.numel;
     if (m->n_new > 0) {
         int shape[2] = {m->n_new, m->cfg.hidden_size};
         if (peso_flat_add(&m->flat, PESO_LLAMA_EMBED_NEW, 2, shape, &m->embed_new_off, err) < 0)
@@ -189,6 +191,10 @@ static int build_flat(peso_llama *m, const peso_llama_opts *o, peso_err *err)
             peso_flat_add(&m->flat, PESO_LLAMA_HEAD_NEW, 2, shape, &m->head_new_off, err) < 0)
             return -1;
     }
+    m->n_magnitudes = o->n_magnitudes;
+    if (m->n_magnitudes > 0 &&
+        peso_flat_add(&m->flat, PESO_LLAMA_MAGNITUDES, 1, &m->n_magnitudes, &m->mag_off, err) < 0)
+        return -1;
     size_t bytes = (m->flat.numel ? m->flat.numel : 1) * sizeof(float);
     if (m->be->alloc(m->be, (void **)&m->params, bytes, err) < 0 ||
         m->be->alloc(m->be, (void **)&m->grads, bytes, err) < 0)
@@ -203,6 +209,8 @@ static int build_flat(peso_llama *m, const peso_llama_opts *o, peso_err *err)
         if (m->head_new_off != m->embed_new_off)
             init_rows(host + m->head_new_off, rows, &rng);
     }
+    for (int i = 0; i < m->n_magnitudes; i++)
+        host[m->mag_off + i] = 1.0f;
     int rc = m->be->upload(m->be, m->params, host, m->flat.numel * sizeof(float), err);
     free(host);
     return rc;
@@ -212,6 +220,8 @@ static int check_opts(const peso_llama_opts *o, const char *dir, peso_err *err)
 {
     if (o->n_new < 0)
         return peso_errf(err, "%s: %d new tokens, expected >= 0", dir, o->n_new);
+    if (o->n_magnitudes < 0)
+        return peso_errf(err, "%s: %d past-adapter magnitudes, expected >= 0", dir, o->n_magnitudes);
     if (o->lora.targets)
         return peso_lora_conf_check(&o->lora, dir, err);
     return 0;
@@ -234,6 +244,7 @@ int peso_llama_load(peso_llama **out, const char *dir, peso_backend *be, const p
     snprintf(path, sizeof path, "%s/config.json", dir);
     m->be = be;
     m->wdt = PESO_F32;
+    m->okl.scale = 1.0;
     if (peso_llama_config_load(&m->cfg, path, err) < 0 || peso_llama_config_check(&m->cfg, path, err) < 0) {
         free(m);
         return -1;
@@ -264,6 +275,8 @@ void peso_llama_free(peso_llama *m)
     if (!m)
         return;
     peso_llama_acts_free(m);
+    peso_llama_past_free(m);
+    peso_llama_okl_free(m);
     m->be->free(m->be, m->wmem);
     m->be->free(m->be, m->inv_freq);
     m->be->free(m->be, m->params);

@@ -264,6 +264,53 @@ Test(ckpt, get_flat_refuses_missing_and_reshaped_tensors)
     unmake(&fx);
 }
 
+/* SD-LoRA's learnable magnitudes are a flat view of their own: stored as
+ * <group>/magnitude (/magnitude for the current adapter) and back. */
+Test(ckpt, magnitudes_view_round_trip)
+{
+    peso_flat flat;
+    peso_lora lora;
+    peso_llama_config mc;
+    peso_lora_conf lc;
+    peso_err err;
+    small_flat(&flat, &lora, &mc, &lc);
+    int three = 3;
+    size_t off;
+    cr_assert_eq(peso_flat_add(&flat, PESO_LLAMA_MAGNITUDES, 1, &three, &off, &err), 0, "%s", err.msg);
+    float *buf = calloc(flat.numel, sizeof(float)), *got = calloc(flat.numel, sizeof(float));
+    for (size_t i = 0; i < flat.n_views; i++)
+        fill(buf + flat.views[i].offset, flat.views[i].numel, 300 + i);
+    const float mags[3] = {1.0f, 0.5f, -2.25f};
+    memcpy(buf + off, mags, sizeof mags);
+    peso_ckpt ck, in;
+    peso_ckpt_init(&ck);
+    cr_assert_eq(peso_ckpt_add_flat(&ck, "", &flat, buf, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_ckpt_add_flat(&ck, "past/1", &flat, buf, &err), 0, "%s", err.msg);
+    const char *paths[2] = {"magnitude", "past/1/magnitude"};
+    for (int i = 0; i < 2; i++) {
+        const peso_ckpt_tensor *t = peso_ckpt_find(&ck, paths[i]);
+        cr_assert_not_null(t, "%s", paths[i]);
+        cr_assert_eq(t->ndim, 1);
+        cr_assert_eq(t->shape[0], 3);
+        cr_assert_eq(memcmp(t->data, mags, sizeof mags), 0);
+    }
+    char *dir = tmp_dir(), p[PESO_PATH_MAX];
+    snprintf(p, sizeof p, "%s/stage-2.h5", dir);
+    cr_assert_eq(peso_ckpt_write(p, &ck, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_ckpt_read(p, &in, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_ckpt_get_flat(&in, "past/1", &flat, got, &err), 0, "%s", err.msg);
+    cr_assert_eq(memcmp(got + off, mags, sizeof mags), 0);
+    cr_assert_eq(peso_ckpt_get_flat(&in, "", &flat, got, &err), 0, "%s", err.msg);
+    cr_assert_eq(memcmp(got, buf, flat.numel * sizeof(float)), 0);
+    peso_ckpt_free(&in);
+    peso_ckpt_free(&ck);
+    rm_dir(dir);
+    free(buf);
+    free(got);
+    peso_lora_free(&lora);
+    peso_flat_free(&flat);
+}
+
 Test(ckpt, add_refuses_bad_names)
 {
     peso_ckpt ck;
