@@ -507,6 +507,14 @@ char *peso_json_print_line(const cJSON *v)
     return b.p;
 }
 
+char *peso_json_print_compact(const cJSON *v)
+{
+    struct jbuf b = {0};
+    put(&b, "", 0);
+    put_value(&b, v, 0, 0);
+    return b.p;
+}
+
 int peso_json_write_file(const char *path, const cJSON *v, peso_err *err)
 {
     char *text = peso_json_print_line(v);

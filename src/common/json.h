@@ -68,7 +68,10 @@ void peso_json_push(cJSON *a, cJSON *v);
 char *peso_json_print(const cJSON *v);
 /* The same text with a final newline, as a file holds it. */
 char *peso_json_print_line(const cJSON *v);
-/* Writes that text to path atomically (temporary name, then rename). */
+/* v on one line with no spaces (a JSON Lines record), malloc'd, without a
+ * final newline. */
+char *peso_json_print_compact(const cJSON *v);
+/* Writes the indented text to path atomically (temporary name, then rename). */
 int peso_json_write_file(const char *path, const cJSON *v, peso_err *err);
 
 #endif
