@@ -108,6 +108,56 @@ static const key_def keys[] = {
         "synthetic: new users per incremental block, relative to synth.users"),
     FLT("synth.new_item_share", synth.new_item_share, 0, 100, "0.1",
         "synthetic: new items per incremental block, relative to synth.items"),
+
+    STR("model.path", model.path, "",
+        "Hugging Face model folder (config.json, safetensors, tokenizer.json); \"\" = generate "
+        "model.preset into <out_dir>/model"),
+    ENUM("model.preset", model.preset, "tiny|small", "tiny",
+         "built-in random Llama-3 model used when model.path is empty"),
+    INT("model.lora_rank", model.lora_rank, 1, 4096, "8", "LoRA rank r"),
+    FLT("model.lora_alpha", model.lora_alpha, 1e-9, 1e9, "16", "LoRA alpha (scaling alpha / r)"),
+    STR("model.lora_targets", model.lora_targets, "q,k,v,o,gate,up,down",
+        "adapted projections: a comma-separated list of q,k,v,o,gate,up,down, or all"),
+
+    FLT("train.lr", train.lr, 1e-12, 10, "1e-3", "stage-1 peak learning rate (AdamW)"),
+    STR("train.lr_scale", train.lr_scale, "auto",
+        "stages >= 2 use train.lr times this: a number, or auto = |Dt| / |D1| (training windows)"),
+    INT("train.epochs", train.epochs, 1, 1e6, "1", "epochs over D1's training windows (stage 1)"),
+    INT("train.epochs_continual", train.epochs_continual, 1, 1e6, "1", "epochs over Dt's windows, t >= 2"),
+    INT("train.batch_tokens", train.batch_tokens, 1, 1e12, "8192",
+        "global token budget of one optimizer step (windows are packed until it is reached)"),
+    INT("train.micro_tokens", train.micro_tokens, 1, 1e12, "4096",
+        "padded tokens of one forward/backward pass (memory bound; gradients accumulate)"),
+    ENUM("train.schedule", train.schedule, "constant|cosine", "cosine", "learning-rate schedule within a stage"),
+    INT("train.warmup_steps", train.warmup_steps, 0, 1e9, "0", "linear warmup steps at the start of a stage"),
+    FLT("train.min_lr_ratio", train.min_lr_ratio, 0, 1, "0", "cosine floor as a fraction of the peak rate"),
+    FLT("train.weight_decay", train.weight_decay, 0, 10, "0.01", "AdamW decoupled weight decay"),
+    FLT("train.max_grad_norm", train.max_grad_norm, 0, 1e9, "1", "global gradient-norm clip (0 = off)"),
+    INT("train.max_windows", train.max_windows, 0, 1e12, "0",
+        "train on at most this many shuffled windows per stage and epoch (0 = all)"),
+    INT("train.log_every", train.log_every, 1, 1e9, "10", "optimizer steps between progress lines"),
+
+    ENUM("method.name", method.name, "pretrain|single|peso|l2|ortho|output-kl|sumlora|sdlora|inflora", "peso",
+         "continual method of stages >= 2 (DESIGN.md \"Continual methods\")"),
+    ENUM("method.variant", method.variant, "all|latest|all+inherit|latest+inherit", "all",
+         "sumlora/sdlora/inflora: past adapters summed (all or the latest) and whether (A_t, B_t) "
+         "start from (A_t-1, B_t-1)"),
+    ENUM("method.group", method.group, "module|matrix|rank", "module",
+         "peso: coordinates sharing one softmax (a module's A and B, each matrix, or each rank)"),
+    FLT("method.lambda", method.lambda, 0, 1e9, "2",
+        "weight of the proximal term (peso, l2, ortho, output-kl)"),
+    FLT("method.inflora_threshold", method.inflora_threshold, 1e-9, 1, "0.95",
+        "inflora: share of a stage's input energy added to the protected subspace after the stage"),
+
+    INT("eval.beam", eval.beam, 1, 4096, "10", "constrained beam width (items generated per user)"),
+    ILIST("eval.stages", eval.stages, eval.n_stages, 1, PESO_MAX_BLOCKS, "[2, 3, 4]",
+          "stages whose test metrics are averaged in reports (the paper: D2..D4)"),
+    INT("eval.after_stage", eval.after_stage, 0, 1, "1", "1 = peso-train evaluates each stage t >= 2 on Dt"),
+    INT("eval.valid", eval.valid, 0, 1, "0", "1 = also evaluate the validation pairs"),
+    INT("eval.max_users", eval.max_users, 0, 1e12, "0", "evaluate at most this many users per stage (0 = all)"),
+
+    INT("ckpt.every_steps", ckpt.every_steps, 0, 1e12, "0",
+        "also checkpoint every N optimizer steps within a stage (0 = at stage ends only)"),
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -508,6 +558,12 @@ int peso_conf_validate(const peso_conf *c, peso_err *err)
     if (!strcmp(c->semid.source, "rqvae") && !strcmp(c->semid.features, "embeddings") &&
         !c->semid.embeddings[0])
         return peso_errf(err, "%s: semid.features embeddings needs semid.embeddings (an HDF5 file)", src);
+    double scale;
+    if (peso_conf_lr_scale(c, 1, 1, &scale, err) < 0)
+        return -1;
+    if (c->train.micro_tokens > c->train.batch_tokens)
+        return peso_errf(err, "%s: train.micro_tokens (%lld) is larger than train.batch_tokens (%lld)", src,
+                         (long long)c->train.micro_tokens, (long long)c->train.batch_tokens);
     if (!strcmp(c->semid.source, "rqvae") && !strcmp(c->semid.features, "model") && !c->semid.model[0])
         return peso_errf(err, "%s: semid.features model needs semid.model (a Hugging Face model folder)",
                          src);
@@ -613,13 +669,28 @@ static int determines_data(const char *name)
     return 0;
 }
 
-void peso_conf_data_fingerprint(const peso_conf *c, char out[17])
+/* Which keys a digest covers: 0 = the dataset's, 1 = stage 1's adapter,
+ * 2 = a continual run's adapters. */
+static int in_digest(const char *name, int what)
+{
+    if (determines_data(name))
+        return strcmp(name, "semid.export_index") != 0;
+    if (what == 0)
+        return 0;
+    if (!strncmp(name, "model.", 6))
+        return 1;
+    if (!strncmp(name, "train.", 6))
+        return what == 2 || (strcmp(name, "train.lr_scale") && strcmp(name, "train.epochs_continual"));
+    return what == 2 && !strncmp(name, "method.", 7);
+}
+
+static void digest(const peso_conf *c, int what, char out[17])
 {
     char *buf = NULL;
     size_t len = 0, cap = 0;
     peso_grow((void **)&buf, &cap, 4096, 1);
     for (size_t i = 0; i < N_KEYS; i++) {
-        if (!determines_data(keys[i].name) || !strcmp(keys[i].name, "semid.export_index"))
+        if (!in_digest(keys[i].name, what) || !strcmp(keys[i].name, "train.log_every"))
             continue;
         append(&buf, &len, &cap, "%s=", keys[i].name);
         append_value(&buf, &len, &cap, c, &keys[i]);
@@ -627,6 +698,61 @@ void peso_conf_data_fingerprint(const peso_conf *c, char out[17])
     }
     snprintf(out, 17, "%016llx", (unsigned long long)peso_hash_bytes(buf, len));
     free(buf);
+}
+
+void peso_conf_data_fingerprint(const peso_conf *c, char out[17])
+{
+    digest(c, 0, out);
+}
+
+void peso_conf_run_fingerprint(const peso_conf *c, int stage1, char out[17])
+{
+    digest(c, stage1 ? 1 : 2, out);
+}
+
+char *peso_conf_run_diff(const peso_conf *c, const char *other, const char *other_name, int stage1,
+                         peso_err *err)
+{
+    peso_conf o;
+    peso_conf_defaults(&o);
+    if (apply_text(&o, other, strlen(other), other_name, err) < 0)
+        return NULL;
+    char *out = NULL, *va = NULL, *vb = NULL;
+    size_t len = 0, cap = 0, la, lb, ca = 0, cb = 0;
+    peso_grow((void **)&out, &cap, 256, 1);
+    out[0] = '\0';
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (!in_digest(keys[i].name, stage1 ? 1 : 2) || !strcmp(keys[i].name, "train.log_every"))
+            continue;
+        la = lb = 0;
+        peso_grow((void **)&va, &ca, 64, 1);
+        peso_grow((void **)&vb, &cb, 64, 1);
+        va[0] = vb[0] = '\0';
+        append_value(&va, &la, &ca, &o, &keys[i]);
+        append_value(&vb, &lb, &cb, c, &keys[i]);
+        if (strcmp(va, vb) != 0)
+            append(&out, &len, &cap, "%s: %s vs %s\n", keys[i].name, va, vb);
+    }
+    free(va);
+    free(vb);
+    return out;
+}
+
+int peso_conf_lr_scale(const peso_conf *c, double dt, double d1, double *scale, peso_err *err)
+{
+    if (!strcmp(c->train.lr_scale, "auto")) {
+        if (!(d1 > 0))
+            return peso_errf(err, "train.lr_scale auto: D1 has no training windows");
+        *scale = dt / d1;
+        return 0;
+    }
+    char *end;
+    double v = strtod(c->train.lr_scale, &end);
+    if (end == c->train.lr_scale || *end || !isfinite(v) || v <= 0)
+        return peso_errf(err, "%s: key 'train.lr_scale': expected auto or a number > 0, got '%s'", c->source,
+                         c->train.lr_scale);
+    *scale = v;
+    return 0;
 }
 
 /* Markdown table cell text: a '|' would end the cell. */

@@ -73,6 +73,51 @@ typedef struct peso_conf_synth {
     double new_item_share;
 } peso_conf_synth;
 
+typedef struct peso_conf_model {
+    char path[PESO_CONF_PATH];     /* Hugging Face folder; "" = generate model.preset into <out_dir>/model */
+    char preset[PESO_CONF_NAME];   /* tiny | small: the built-in random model */
+    int64_t lora_rank;
+    double lora_alpha;
+    char lora_targets[PESO_CONF_NAME]; /* "q,k,v,o,gate,up,down" or "all" */
+} peso_conf_model;
+
+typedef struct peso_conf_train {
+    double lr;                     /* stage-1 peak rate */
+    char lr_scale[PESO_CONF_NAME]; /* stages >= 2: rate = lr * lr_scale; "auto" = |Dt| / |D1| */
+    int64_t epochs;                /* stage 1 */
+    int64_t epochs_continual;      /* each stage >= 2 */
+    int64_t batch_tokens;          /* global token budget of one optimizer step */
+    int64_t micro_tokens;          /* padded tokens of one forward/backward pass */
+    char schedule[PESO_CONF_NAME]; /* constant | cosine */
+    int64_t warmup_steps;
+    double min_lr_ratio;
+    double weight_decay;
+    double max_grad_norm;          /* 0 = no clipping */
+    int64_t max_windows;           /* per stage and epoch; 0 = all */
+    int64_t log_every;             /* optimizer steps between progress lines */
+} peso_conf_train;
+
+typedef struct peso_conf_method {
+    char name[PESO_CONF_NAME];     /* pretrain | single | peso | l2 | ortho | output-kl | sumlora | sdlora | inflora */
+    char variant[PESO_CONF_NAME];  /* all | latest | all+inherit | latest+inherit (cumulative family) */
+    char group[PESO_CONF_NAME];    /* module | matrix | rank (peso) */
+    double lambda;
+    double inflora_threshold;
+} peso_conf_method;
+
+typedef struct peso_conf_eval {
+    int64_t beam;
+    int64_t stages[PESO_MAX_BLOCKS]; /* stages averaged in reports */
+    int n_stages;
+    int64_t after_stage;           /* 1 = evaluate after each stage */
+    int64_t valid;                 /* 1 = also the validation split */
+    int64_t max_users;             /* 0 = all */
+} peso_conf_eval;
+
+typedef struct peso_conf_ckpt {
+    int64_t every_steps;           /* 0 = at stage ends only */
+} peso_conf_ckpt;
+
 typedef struct peso_conf {
     char source[PESO_CONF_PATH];   /* the file read ("<default>" for built-in) */
     char out_dir[PESO_CONF_PATH];
@@ -82,6 +127,11 @@ typedef struct peso_conf {
     peso_conf_split split;
     peso_conf_semid semid;
     peso_conf_synth synth;
+    peso_conf_model model;
+    peso_conf_train train;
+    peso_conf_method method;
+    peso_conf_eval eval;
+    peso_conf_ckpt ckpt;
 } peso_conf;
 
 /* Fills every key with its default. */
@@ -97,6 +147,19 @@ char *peso_conf_dump(const peso_conf *c);
 /* A digest of the keys that determine the dataset (data, split, semid,
  * synth, seed), hex in out[17]: a dataset made from another config differs. */
 void peso_conf_data_fingerprint(const peso_conf *c, char out[17]);
+/* A digest of the keys that determine a run's trained adapters (the data
+ * keys, model, train, method, seed; stage 1: without method), hex in
+ * out[17]. */
+void peso_conf_run_fingerprint(const peso_conf *c, int stage1, char out[17]);
+/* The keys of the run digest (stage1 as above) whose values differ
+ * between the config text `other` (a resolved YAML dump, as stored in a
+ * checkpoint) and c, as "key: <other> vs <c>" lines (malloc'd; "" when
+ * they agree). NULL with err set when other does not parse. */
+char *peso_conf_run_diff(const peso_conf *c, const char *other, const char *other_name, int stage1,
+                         peso_err *err);
+/* The learning-rate factor of stages >= 2: train.lr_scale as a number,
+ * or |Dt| / |D1| for "auto" given those sizes (training windows). */
+int peso_conf_lr_scale(const peso_conf *c, double dt, double d1, double *scale, peso_err *err);
 /* Markdown table of every key: name, type, default, meaning. */
 char *peso_conf_doc(void);
 

@@ -220,3 +220,51 @@ Test(conf, model_features_need_a_model_folder)
     cr_expect_eq(peso_conf_set(&c, "semid.model_max_tokens=0", &err), -1);
     cr_expect(strstr(err.msg, "semid.model_max_tokens"), "%s", err.msg);
 }
+
+/* The keys a checkpoint check compares: stage 1 ignores the method and
+ * the continual-stage keys; evaluation and logging keys never count. */
+Test(conf, run_diff_names_the_keys_that_differ)
+{
+    peso_conf a, b;
+    peso_err err;
+    peso_conf_defaults(&a);
+    char *text = peso_conf_dump(&a);
+    b = a;
+    cr_assert_eq(peso_conf_set(&b, "train.lr=0.002", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_conf_set(&b, "method.lambda=5", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_conf_set(&b, "train.lr_scale=0.1", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_conf_set(&b, "eval.beam=20", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_conf_set(&b, "train.log_every=3", &err), 0, "%s", err.msg);
+    char *d1 = peso_conf_run_diff(&b, text, "ckpt.h5", 1, &err);
+    char *d2 = peso_conf_run_diff(&b, text, "ckpt.h5", 0, &err);
+    char *d0 = peso_conf_run_diff(&a, text, "ckpt.h5", 0, &err);
+    cr_assert(d1 && d2 && d0);
+    cr_expect_str_eq(d1, "train.lr: 0.001 vs 0.002\n");
+    cr_expect_str_eq(d2, "train.lr: 0.001 vs 0.002\ntrain.lr_scale: \"auto\" vs \"0.1\"\nmethod.lambda: 2 vs 5\n");
+    cr_expect_str_eq(d0, "");
+    cr_expect_null(peso_conf_run_diff(&a, "train: [", "ckpt.h5", 0, &err));
+    cr_expect(strstr(err.msg, "ckpt.h5") != NULL, "%s", err.msg);
+    free(d0);
+    free(d1);
+    free(d2);
+    free(text);
+}
+
+Test(conf, lr_scale_auto_number_and_errors)
+{
+    peso_conf c;
+    peso_err err;
+    double s;
+    peso_conf_defaults(&c);
+    cr_assert_eq(peso_conf_lr_scale(&c, 30, 600, &s, &err), 0, "%s", err.msg);
+    cr_expect_float_eq(s, 0.05, 1e-15);
+    cr_expect_eq(peso_conf_lr_scale(&c, 30, 0, &s, &err), -1);
+    cr_assert_eq(peso_conf_set(&c, "train.lr_scale=0.25", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_conf_lr_scale(&c, 30, 600, &s, &err), 0, "%s", err.msg);
+    cr_expect_float_eq(s, 0.25, 1e-15);
+    cr_assert_eq(peso_conf_set(&c, "train.lr_scale=fast", &err), 0, "%s", err.msg);
+    cr_expect_eq(peso_conf_validate(&c, &err), -1);
+    cr_expect(strstr(err.msg, "train.lr_scale") && strstr(err.msg, "'fast'"), "%s", err.msg);
+    cr_assert_eq(peso_conf_set(&c, "train.lr_scale=-1", &err), 0, "%s", err.msg);
+    cr_expect_eq(peso_conf_lr_scale(&c, 1, 1, &s, &err), -1);
+}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The README's configuration table must be exactly what the schema says.
+# The README's configuration table must be exactly what the schema says:
+# the whole output of --help-config, as one block, inside README.md.
 set -euo pipefail
 bin=${PESO_BIN_DIR:?}/peso-prep
-doc=$("$bin" --help-config)
-if ! grep -qF -- "$doc" <(cat "${PESO_SOURCE_DIR:?}/README.md") 2>/dev/null; then
-    python3 - "$PESO_SOURCE_DIR/README.md" <<PY || { echo "README.md's key table differs from 'peso-prep --help-config'; paste its output into README.md"; exit 1; }
+"$bin" --help-config >"${TMPDIR:-/tmp}/peso-keys.$$"
+trap 'rm -f "${TMPDIR:-/tmp}/peso-keys.$$"' EXIT
+python3 - "${PESO_SOURCE_DIR:?}/README.md" "${TMPDIR:-/tmp}/peso-keys.$$" <<'PY' ||
 import sys
-doc = """$doc"""
+doc = open(sys.argv[2]).read()
 sys.exit(0 if doc in open(sys.argv[1]).read() else 1)
 PY
-fi
+    { echo "README.md's key table differs from 'peso-prep --help-config'; paste its output into README.md"; exit 1; }
 echo "README key table matches the schema"
