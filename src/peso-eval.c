@@ -1,0 +1,87 @@
+/* peso-eval: evaluates one checkpoint on one stage's users by constrained
+ * beam search and records the metrics (train/train.h, eval/evaluate.h).
+ *
+ *   peso-eval [--config FILE] [--set key=value ...] --checkpoint FILE --stage t
+ *
+ * The config is the run's (its method, model and data); the checkpoint
+ * may be any stage's, e.g. stage-1.h5 evaluated on D3. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "train/train.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: peso-eval [--config FILE] [--set key=value ...] --checkpoint FILE --stage t\n"
+               "                 [--run NAME] [--print-config]\n"
+               "  --checkpoint FILE  a stage-<t>.h5 written by peso-train for this config\n"
+               "  --stage t          the stage whose test users (and valid, with eval.valid) are decoded\n"
+               "  --run NAME         the run name recorded in <out_dir>/metrics.jsonl (default: the\n"
+               "                     method's, with \"-eval\" appended)\n");
+}
+
+int main(int argc, char **argv)
+{
+    peso_conf c;
+    peso_err err;
+    const char *ckpt = NULL, *run = NULL;
+    int stage = 0, print = 0, n = 0;
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        int has = i + 1 < argc;
+        if (!strcmp(argv[i], "--checkpoint") && has) {
+            ckpt = argv[++i];
+        } else if (!strcmp(argv[i], "--run") && has) {
+            run = argv[++i];
+        } else if (!strcmp(argv[i], "--stage") && has) {
+            char *end;
+            stage = (int)strtol(argv[++i], &end, 10);
+            if (*end || stage < 1) {
+                fprintf(stderr, "peso-eval: --stage needs a stage number >= 1, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else {
+            args[n++] = argv[i];
+        }
+    }
+    if (peso_conf_from_args(&c, &n, args, &print, &err)) {
+        fprintf(stderr, "peso-eval: %s\n", err.msg);
+        return 2;
+    }
+    if (n > 1 || (!print && (!ckpt || !stage))) {
+        fprintf(stderr, n > 1 ? "peso-eval: unknown argument '%s'\n" : "peso-eval: --checkpoint and --stage are required%s\n",
+                n > 1 ? args[1] : "");
+        usage(stderr);
+        return 2;
+    }
+    free(args);
+    if (print) {
+        char *y = peso_conf_dump(&c);
+        fputs(y, stdout);
+        free(y);
+        return 0;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    peso_run r;
+    int rc = peso_run_open(&r, &c, stdout, &err);
+    char name[sizeof r.meth.run + 8];
+    if (rc == 0) {
+        snprintf(name, sizeof name, "%s-eval", r.meth.run);
+        if (stage > r.n_blocks)
+            rc = peso_errf(&err, "--stage %d: the dataset has stages 1-%d", stage, r.n_blocks);
+    }
+    if (rc == 0)
+        rc = peso_train_load_checkpoint(&r, ckpt, &err);
+    if (rc == 0)
+        rc = peso_train_evaluate(&r, stage, run ? run : name, r.meth.label, &err);
+    if (rc < 0)
+        fprintf(stderr, "peso-eval: %s\n", err.msg);
+    peso_run_close(&r);
+    return rc < 0 ? 1 : 0;
+}

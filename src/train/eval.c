@@ -1,0 +1,116 @@
+/* Evaluation inside a run: a checkpoint loaded into the run's model, one
+ * stage's test (and validation) pairs decoded by constrained beam search,
+ * the means recorded in <out_dir>/metrics.jsonl. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "eval/evaluate.h"
+#include "eval/record.h"
+#include "train/internal.h"
+
+int peso_train_load_checkpoint(peso_run *r, const char *path, peso_err *err)
+{
+    peso_ckpt ck;
+    peso_stage s = {0};
+    peso_llama *m = r->m;
+    float *params = peso_malloc(m->flat.numel * sizeof *params);
+    int rc = peso_llama_get_params(m, params, err);
+    if (rc == 0)
+        rc = peso_ckpt_read(path, &ck, err);
+    if (rc == 0) {
+        int stage1 = ck.stage == 1;
+        peso_ckpt_free(&ck);
+        rc = peso_train_ckpt_open(r, path, stage1, &ck, err);
+    }
+    if (rc == 0)
+        rc = peso_train_ckpt_state(r, &ck, params, &s, err);
+    if (rc == 0 && s.n_past && r->meth.name != PESO_M_SDLORA) {
+        s.alpha = peso_malloc((size_t)s.n_past * sizeof *s.alpha);
+        for (int i = 0; i < s.n_past; i++)
+            s.alpha[i] = 1.0f;
+    }
+    if (rc == 0)
+        rc = peso_llama_set_params(m, params, err);
+    if (rc == 0)
+        rc = peso_llama_set_past(m, s.n_past, (const float *const *)s.past, s.alpha, err);
+    peso_ckpt_free(&ck);
+    peso_stage_free(&s, m->lora.n_modules);
+    free(params);
+    return rc;
+}
+
+typedef struct eval_progress {
+    FILE *log;
+    int stage;
+    const char *split;
+    double t0, last;
+} eval_progress;
+
+static void on_progress(void *ctx, size_t done, size_t total)
+{
+    eval_progress *p = ctx;
+    double now = peso_now();
+    if (!p->log || (done < total && now - p->last < 2.0))
+        return;
+    p->last = now;
+    double el = now - p->t0, rate = el > 0 ? (double)done / el : 0;
+    fprintf(p->log, "eval stage %d %s: %zu/%zu users, %.1f users/s, eta %.0fs\n", p->stage, p->split, done, total,
+            rate, rate > 0 ? (double)(total - done) / rate : 0.0);
+    fflush(p->log);
+}
+
+static int eval_split(peso_run *r, int stage, int split, const char *run, const char *label, peso_err *err)
+{
+    const peso_conf *c = r->c;
+    peso_metrics sums;
+    peso_metrics_init_default(&sums);
+    eval_progress pr = {r->log, stage, peso_eval_split_name(split), peso_now(), peso_now()};
+    size_t hi = c->eval.max_users ? (size_t)c->eval.max_users : SIZE_MAX;
+    if (peso_eval_stage(r->m, &r->prompt, &r->d, stage, split, (int)c->eval.beam, 0, hi, &sums, on_progress, &pr,
+                        err) < 0)
+        return -1;
+    peso_metrics_mean mean;
+    if (peso_metrics_final(&sums, &mean, err) < 0)
+        return peso_err_prefix(err, "stage %d %s", stage, pr.split);
+    int es[PESO_MAX_BLOCKS];
+    for (int i = 0; i < c->eval.n_stages; i++)
+        es[i] = (int)c->eval.stages[i];
+    peso_metrics_record rec = {
+        .run = run,
+        .method = label,
+        .name = c->method.name,
+        .variant = r->meth.cumulative ? c->method.variant : NULL,
+        .group = r->meth.name == PESO_M_PESO ? c->method.group : NULL,
+        .lambda = r->meth.prox ? c->method.lambda : 0.0,
+        .stage = stage,
+        .split = pr.split,
+        .mean = mean,
+        .eval_stages = es,
+        .n_eval_stages = c->eval.n_stages,
+        .seconds = peso_now() - pr.t0,
+    };
+    if (!strcmp(label, PESO_STAGE1_METHOD))
+        rec.name = rec.variant = rec.group = NULL;
+    char path[PESO_CONF_PATH + 32];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", c->out_dir);
+    if (peso_metrics_record_write(path, &rec, err) < 0)
+        return -1;
+    if (r->log) {
+        int i5 = peso_metrics_k_index(mean.k, mean.n_k, 5), i10 = peso_metrics_k_index(mean.k, mean.n_k, 10);
+        fprintf(r->log, "eval stage %d %s (%s): users %lld hit@5 %.4f hit@10 %.4f ndcg@5 %.4f ndcg@10 %.4f (%.1fs)\n",
+                stage, pr.split, label, (long long)mean.users, mean.hit[i5], mean.hit[i10], mean.ndcg[i5],
+                mean.ndcg[i10], rec.seconds);
+        fflush(r->log);
+    }
+    return 0;
+}
+
+int peso_train_evaluate(peso_run *r, int stage, const char *run, const char *label, peso_err *err)
+{
+    if (eval_split(r, stage, PESO_EVAL_TEST, run, label, err) < 0)
+        return -1;
+    return r->c->eval.valid ? eval_split(r, stage, PESO_EVAL_VALID, run, label, err) : 0;
+}
