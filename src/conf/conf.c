@@ -155,6 +155,9 @@ static const key_def keys[] = {
     INT("eval.after_stage", eval.after_stage, 0, 1, "1", "1 = peso-train evaluates each stage t >= 2 on Dt"),
     INT("eval.valid", eval.valid, 0, 1, "0", "1 = also evaluate the validation pairs"),
     INT("eval.max_users", eval.max_users, 0, 1e12, "0", "evaluate at most this many users per stage (0 = all)"),
+    INT("eval.select_epoch", eval.select_epoch, 0, 1, "0",
+        "1 = after each epoch of a stage with several, decode the validation pairs and keep the epoch "
+        "with the best NDCG@10"),
 
     INT("ckpt.every_steps", ckpt.every_steps, 0, 1e12, "0",
         "also checkpoint every N optimizer steps within a stage (0 = at stage ends only)"),

@@ -112,6 +112,7 @@ typedef struct peso_conf_eval {
     int64_t after_stage;           /* 1 = evaluate after each stage */
     int64_t valid;                 /* 1 = also the validation split */
     int64_t max_users;             /* 0 = all */
+    int64_t select_epoch;          /* 1 = keep the epoch with the best validation NDCG@10 */
 } peso_conf_eval;
 
 typedef struct peso_conf_ckpt {

@@ -25,6 +25,10 @@ typedef struct peso_stage {
     int *basis_k;
     double *cov;      /* this stage's module-input covariances (inflora) */
     long cov_tok;
+    /* eval.select_epoch: the best epoch so far (best NULL: none yet) */
+    float *best;
+    double best_score;
+    int best_epoch;
 } peso_stage;
 
 void peso_stage_free(peso_stage *s, int n_modules);
@@ -44,8 +48,12 @@ int peso_train_ckpt_write(peso_run *r, const peso_stage *s, const peso_optim *o,
 int peso_train_ckpt_open(peso_run *r, const char *path, int stage1, peso_ckpt *ck, peso_err *err);
 /* From a checkpoint: the flat into host buffer params [flat.numel] (a
  * stage-1 file has no magnitudes: they are left as they are), the past
- * adapters and InfLoRA bases into s. */
+ * adapters, InfLoRA bases and the best epoch so far into s. */
 int peso_train_ckpt_state(peso_run *r, const peso_ckpt *ck, float *params, peso_stage *s, peso_err *err);
+
+/* The best epoch so far (eval.select_epoch) of a partial checkpoint, if
+ * it has one, into s. */
+int peso_train_ckpt_best(peso_run *r, const peso_ckpt *ck, peso_stage *s, peso_err *err);
 
 /* <dir>/stage-<t>.h5 */
 void peso_train_stage_path(char *out, size_t n, const char *dir, int t);

@@ -12,6 +12,7 @@
 
 #include "common/atomic.h"
 #include "common/clock.h"
+#include "eval/evaluate.h"
 #include "method/inflora.h"
 #include "optim/schedule.h"
 #include "train/batch.h"
@@ -520,11 +521,63 @@ static int resume_from(trainer *tr, const char *path, int64_t *step, peso_err *e
                        r->m->flat.numel);
     if (rc == 0)
         rc = peso_optim_import(&tr->opt, ck.optim_m, ck.optim_v, ck.optim_n, ck.optim_step, err);
+    if (rc == 0)
+        rc = peso_train_ckpt_best(r, &ck, &tr->s, err);
     *step = ck.step;
     peso_ckpt_free(&ck);
     free(params);
     if (rc == 0 && r->log)
         fprintf(r->log, "stage %d: resuming from %s (step %lld)\n", tr->s.t, path, (long long)*step);
+    return rc;
+}
+
+/* ---- eval.select_epoch ---- */
+
+/* At the end of epoch e: decodes the stage's validation pairs and keeps
+ * the parameters if their NDCG@10 beats every earlier epoch's (scores
+ * compared as float32, the precision a checkpoint keeps them in, so a
+ * resumed run decides the same). */
+static int select_epoch(trainer *tr, int e, peso_err *err)
+{
+    peso_run *r = tr->r;
+    const peso_conf *c = r->c;
+    if (!c->eval.select_epoch || tr->epochs < 2)
+        return 0;
+    peso_metrics sums;
+    peso_metrics_mean mean;
+    peso_metrics_init_default(&sums);
+    size_t hi = c->eval.max_users ? (size_t)c->eval.max_users : SIZE_MAX;
+    if (peso_eval_stage(r->m, &r->prompt, &r->d, tr->s.t, PESO_EVAL_VALID, (int)c->eval.beam, 0, hi, &sums, NULL,
+                        NULL, err) < 0 ||
+        peso_metrics_final(&sums, &mean, err) < 0)
+        return peso_err_prefix(err, "stage %d epoch %d: validation", tr->s.t, e + 1);
+    double score = (float)mean.ndcg[peso_metrics_k_index(mean.k, mean.n_k, 10)];
+    int better = !tr->s.best || score > tr->s.best_score;
+    if (r->log)
+        fprintf(r->log, "stage %d epoch %d: valid ndcg@10 %.4f over %lld users%s\n", tr->s.t, e + 1, score,
+                (long long)mean.users, better ? " (best so far)" : "");
+    if (!better)
+        return 0;
+    if (!tr->s.best)
+        tr->s.best = peso_malloc(r->m->flat.numel * sizeof *tr->s.best);
+    tr->s.best_score = score;
+    tr->s.best_epoch = e;
+    return peso_llama_get_params(r->m, tr->s.best, err);
+}
+
+/* The best epoch's parameters become the stage's result. */
+static int keep_best(trainer *tr, peso_err *err)
+{
+    peso_run *r = tr->r;
+    int rc = 0;
+    if (tr->s.best && tr->s.best_epoch != tr->epochs - 1) {
+        if (r->log)
+            fprintf(r->log, "stage %d: keeping epoch %d (valid ndcg@10 %.4f)\n", tr->s.t, tr->s.best_epoch + 1,
+                    tr->s.best_score);
+        rc = peso_llama_set_params(r->m, tr->s.best, err);
+    }
+    free(tr->s.best); /* not part of the stage's final checkpoint */
+    tr->s.best = NULL;
     return rc;
 }
 
@@ -552,6 +605,10 @@ static int run_steps(trainer *tr, int64_t start, peso_err *err)
             }
             tr->tokens_done += o.tokens;
             int64_t done = step + 1;
+            if (i + 1 == st.n_steps && select_epoch(tr, e, err) < 0) {
+                peso_steps_free(&st);
+                return -1;
+            }
             if (done % c->train.log_every == 0 || done == tr->total_steps || done == start + 1)
                 progress(tr, e, done, start, &o);
             int ck = c->ckpt.every_steps > 0 && done % c->ckpt.every_steps == 0 && done < tr->total_steps;
@@ -593,6 +650,8 @@ static int run_stage(peso_run *r, int t, const char *partial, peso_err *err)
                 (long long)tr.total_steps, tr.sched.lr);
     if (rc == 0)
         rc = run_steps(&tr, start, err);
+    if (rc == 0)
+        rc = keep_best(&tr, err);
     if (rc == 0 && r->meth.name == PESO_M_INFLORA && t >= 2)
         rc = extend_bases(r, &tr.s, tr.s.cov, err);
     char path[sizeof r->run_dir + 32];

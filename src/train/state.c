@@ -28,6 +28,7 @@ void peso_stage_free(peso_stage *s, int n_modules)
     free(s->basis);
     free(s->basis_k);
     free(s->cov);
+    free(s->best);
     memset(s, 0, sizeof *s);
 }
 
@@ -97,6 +98,13 @@ int peso_train_ckpt_write(peso_run *r, const peso_stage *s, const peso_optim *o,
     }
     if (rc == 0 && s->basis)
         rc = add_bases(r, s, &ck, err);
+    if (rc == 0 && s->best) {
+        float score[2] = {(float)s->best_score, (float)s->best_epoch};
+        int64_t two = 2;
+        rc = peso_ckpt_add_flat(&ck, "best", &own, s->best, err);
+        if (rc == 0)
+            rc = peso_ckpt_add(&ck, "best/score", 1, &two, score, err);
+    }
     if (rc == 0 && o) {
         float *mm = peso_malloc(o->n * sizeof *mm), *vv = peso_malloc(o->n * sizeof *vv);
         int64_t ostep;
@@ -185,5 +193,22 @@ int peso_train_ckpt_state(peso_run *r, const peso_ckpt *ck, float *params, peso_
         if (peso_ckpt_get_flat(ck, group, &lf, s->past[i], err) < 0)
             return -1;
     }
+    if (peso_train_ckpt_best(r, ck, s, err) < 0)
+        return -1;
     return read_bases(r, ck, s, err);
+}
+
+int peso_train_ckpt_best(peso_run *r, const peso_ckpt *ck, peso_stage *s, peso_err *err)
+{
+    const peso_ckpt_tensor *best = peso_ckpt_find(ck, "best/score");
+    if (!best)
+        return 0;
+    if (best->numel != 2)
+        return peso_errf(err, "%s: best/score has %zu entries, expected 2", ck->path, best->numel);
+    peso_flat own = ck->stage == 1 ? peso_train_base_flat(r) : r->m->flat;
+    free(s->best);
+    s->best = peso_calloc(r->m->flat.numel, sizeof *s->best);
+    s->best_score = best->data[0];
+    s->best_epoch = (int)best->data[1];
+    return peso_ckpt_get_flat(ck, "best", &own, s->best, err);
 }

@@ -11,7 +11,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 conf=$src/tests/train/small.yaml
 set_common=(--config "$conf" --set method.name=peso --set eval.after_stage=0 --set ckpt.every_steps=4
-            --set train.epochs=2)
+            --set train.epochs=2 --set train.epochs_continual=2 --set eval.select_epoch=1)
 
 fail() { echo "FAIL: $*"; exit 1; }
 
@@ -19,13 +19,22 @@ fail() { echo "FAIL: $*"; exit 1; }
 "$bin/peso-train" "${set_common[@]}" --set out_dir="$tmp/a" --stages 1-2 >"$tmp/a.log" 2>&1 ||
     { cat "$tmp/a.log"; fail "uninterrupted run"; }
 grep -q 'stage 2: done' "$tmp/a.log" || fail "no stage 2 in the reference run"
+[ "$(grep -c '^stage 2 epoch [12]: valid ndcg@10' "$tmp/a.log")" = 2 ] || fail "no validation after each epoch"
+# eval.select_epoch kept the epoch with the best validation NDCG@10: decoding
+# the final checkpoint's validation pairs again gives the best logged score
+best=$(sed -n 's/^stage 2 epoch [12]: valid ndcg@10 \([0-9.]*\) .*/\1/p' "$tmp/a.log" | sort -g | tail -1)
+"$bin/peso-eval" "${set_common[@]}" --set out_dir="$tmp/a" --set eval.valid=1 \
+    --checkpoint "$tmp/a/peso-lambda2/stage-2.h5" --stage 2 >"$tmp/e.log" 2>&1 || { cat "$tmp/e.log"; fail "peso-eval"; }
+grep -q "^eval stage 2 valid (peso): .* ndcg@10 $best " "$tmp/e.log" ||
+    { grep 'valid' "$tmp/a.log" "$tmp/e.log"; fail "the kept epoch's validation NDCG@10 is not the best ($best)"; }
 
 # the dataset and model of run b are made first, so that the signal lands in training
 "$bin/peso-prep" --config "$conf" --set out_dir="$tmp/b" >/dev/null
 "$bin/peso-train" "${set_common[@]}" --set out_dir="$tmp/b" --stages 1-2 >"$tmp/b1.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
-    grep -q '^stage 1 epoch 1/2 step 2/' "$tmp/b1.log" 2>/dev/null && break
+    # in epoch 2, so that the partial checkpoint carries epoch 1's selection state
+    grep -q '^stage 1 epoch 2/2 step' "$tmp/b1.log" 2>/dev/null && break
     sleep 0.05
 done
 kill -TERM "$pid"
@@ -36,8 +45,9 @@ set -e
 [ "$rc" = 75 ] || { cat "$tmp/b1.log"; fail "exit status $rc after SIGTERM, expected 75"; }
 grep -q 'stopped by signal 15' "$tmp/b1.log" || fail "no stop message"
 ls "$tmp"/b/stage-1-step-*.h5 >/dev/null 2>&1 || fail "no partial checkpoint after SIGTERM"
-h5dump -H "$(ls "$tmp"/b/stage-1-step-*.h5 | head -1)" >"$tmp/dump.txt"
+h5dump -H "$(ls -v "$tmp"/b/stage-1-step-*.h5 | tail -1)" >"$tmp/dump.txt"
 grep -q 'GROUP "adapter"' "$tmp/dump.txt" || fail "h5dump shows no /adapter"
+grep -q 'GROUP "best"' "$tmp/dump.txt" || fail "the epoch-2 checkpoint lacks epoch 1's selection state"
 
 # without --resume the partial checkpoint is not silently ignored
 if "$bin/peso-train" "${set_common[@]}" --set out_dir="$tmp/b" --stages 1-2 >"$tmp/b2.log" 2>&1; then
