@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mpi.h>
+
 #include "conf/conf.h"
 #include "train/train.h"
 
@@ -68,8 +70,13 @@ int main(int argc, char **argv)
         return 0;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
-    peso_run r;
-    int rc = peso_run_open(&r, &c, stdout, &err);
+    MPI_Init(&argc, &argv);
+    peso_par par;
+    peso_run r = {0};
+    /* every rank decodes a share of the users */
+    int rc = peso_par_init(&par, 0, &err);
+    if (rc == 0)
+        rc = peso_run_open(&r, &c, &par, peso_par_log(&par), &err);
     char name[sizeof r.meth.run + 8];
     if (rc == 0) {
         snprintf(name, sizeof name, "%s-eval", r.meth.run);
@@ -81,7 +88,9 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = peso_train_evaluate(&r, stage, run ? run : name, r.meth.label, &err);
     if (rc < 0)
-        fprintf(stderr, "peso-eval: %s\n", err.msg);
+        return peso_par_fail(&par, "peso-eval", err.msg);
     peso_run_close(&r);
-    return rc < 0 ? 1 : 0;
+    peso_par_free(&par);
+    MPI_Finalize();
+    return 0;
 }

@@ -3,12 +3,18 @@
  *   peso-train [--config FILE] [--set key=value ...] [--stages A-B] [--resume]
  *              [--print-config] [--help-config]
  *
- * Exit status: 0 done; 1 error; 2 bad command line or config;
+ * Under MPI (mpirun -np N, srun --mpi=pmix -n N) the last
+ * parallel.eval_ranks ranks evaluate while the others train.
+ *
+ * Exit status: 0 done; 1 error (with several ranks, the failing one
+ * stops the job with MPI_Abort); 2 bad command line or config;
  * 75 (PESO_TRAIN_EXIT_REQUEUE) stopped by SIGTERM/SIGUSR1 after writing a
  * checkpoint: rerun with --resume. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <mpi.h>
 
 #include "conf/conf.h"
 #include "train/train.h"
@@ -96,12 +102,18 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     peso_train_signals();
-    peso_run r;
-    int rc = peso_run_open(&r, &c, stdout, &err);
+    MPI_Init(&argc, &argv);
+    peso_par par;
+    peso_run r = {0};
+    int rc = peso_par_init(&par, (int)c.parallel.eval_ranks, &err);
     if (rc == 0)
-        rc = peso_train(&r, &o, &err);
+        rc = peso_run_open(&r, &c, &par, peso_par_log(&par), &err);
+    if (rc == 0)
+        rc = par.is_eval ? peso_train_eval_serve(&r, &err) : peso_train(&r, &o, &err);
     if (rc < 0)
-        fprintf(stderr, "peso-train: %s\n", err.msg);
+        return peso_par_fail(&par, "peso-train", err.msg);
     peso_run_close(&r);
-    return rc < 0 ? 1 : rc;
+    peso_par_free(&par);
+    MPI_Finalize();
+    return rc;
 }

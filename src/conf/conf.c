@@ -161,6 +161,14 @@ static const key_def keys[] = {
 
     INT("ckpt.every_steps", ckpt.every_steps, 0, 1e12, "0",
         "also checkpoint every N optimizer steps within a stage (0 = at stage ends only)"),
+
+    INT("parallel.eval_ranks", parallel.eval_ranks, 0, 1e6, "0",
+        "MPI: the last N ranks form the evaluation group, which decodes stage t while the others train "
+        "t+1 (0 = the train ranks evaluate between stages)"),
+
+    INT("debug.nan_rank", debug.nan_rank, 0, 1e6, "0", "testing only: the train rank whose loss debug.nan_step poisons"),
+    INT("debug.nan_step", debug.nan_step, 0, 1e12, "0",
+        "testing only: at this optimizer step of every stage that rank's loss becomes NaN (0 = never)"),
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])

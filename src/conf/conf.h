@@ -119,6 +119,15 @@ typedef struct peso_conf_ckpt {
     int64_t every_steps;           /* 0 = at stage ends only */
 } peso_conf_ckpt;
 
+typedef struct peso_conf_parallel {
+    int64_t eval_ranks;            /* the last ranks of MPI_COMM_WORLD evaluate; 0 = the train ranks do */
+} peso_conf_parallel;
+
+typedef struct peso_conf_debug {
+    int64_t nan_rank;              /* testing only: this train rank's loss ... */
+    int64_t nan_step;              /* ... becomes NaN at this optimizer step of a stage (0 = never) */
+} peso_conf_debug;
+
 typedef struct peso_conf {
     char source[PESO_CONF_PATH];   /* the file read ("<default>" for built-in) */
     char out_dir[PESO_CONF_PATH];
@@ -133,6 +142,8 @@ typedef struct peso_conf {
     peso_conf_method method;
     peso_conf_eval eval;
     peso_conf_ckpt ckpt;
+    peso_conf_parallel parallel;
+    peso_conf_debug debug;
 } peso_conf;
 
 /* Fills every key with its default. */

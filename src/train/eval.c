@@ -47,6 +47,7 @@ typedef struct eval_progress {
     int stage;
     const char *split;
     double t0, last;
+    int ranks; /* the pairs are shared by this many ranks; the root reports its part */
 } eval_progress;
 
 static void on_progress(void *ctx, size_t done, size_t total)
@@ -57,24 +58,46 @@ static void on_progress(void *ctx, size_t done, size_t total)
         return;
     p->last = now;
     double el = now - p->t0, rate = el > 0 ? (double)done / el : 0;
-    fprintf(p->log, "eval stage %d %s: %zu/%zu users, %.1f users/s, eta %.0fs\n", p->stage, p->split, done, total,
-            rate, rate > 0 ? (double)(total - done) / rate : 0.0);
+    fprintf(p->log, "eval stage %d %s: %zu/%zu users%s, %.1f users/s, eta %.0fs\n", p->stage, p->split, done,
+            total, p->ranks > 1 ? " (this rank's share)" : "", rate, rate > 0 ? (double)(total - done) / rate : 0.0);
     fflush(p->log);
+}
+
+int peso_train_eval_sums(peso_run *r, int stage, int split, int all, peso_metrics *sums, peso_err *err)
+{
+    const peso_conf *c = r->c;
+    const peso_par *par = r->par;
+    peso_metrics_init_default(sums);
+    if (stage < 1 || stage > r->n_blocks)
+        return peso_errf(err, "stage %d: the dataset has stages 1-%d", stage, r->n_blocks);
+    const peso_block *b = &r->d.split.b[stage - 1];
+    size_t n = split == PESO_EVAL_TEST ? b->test.n : b->valid.n, lo, hi;
+    if (c->eval.max_users && (size_t)c->eval.max_users < n)
+        n = (size_t)c->eval.max_users;
+    peso_par_range(n, par->grank, par->gsize, &lo, &hi);
+    eval_progress pr = {par->grank == 0 ? r->log : NULL, stage, peso_eval_split_name(split), peso_now(), peso_now(),
+                        par->gsize};
+    if (hi > lo && peso_eval_stage(r->m, &r->prompt, &r->d, stage, split, (int)c->eval.beam, lo, hi, sums,
+                                   on_progress, &pr, err) < 0)
+        return -1;
+    int ns = peso_metrics_n_sums(sums);
+    return all ? peso_par_allreduce_d(par, peso_metrics_sums(sums), (size_t)ns, err)
+               : peso_par_reduce_d(par, peso_metrics_sums(sums), (size_t)ns, err);
 }
 
 static int eval_split(peso_run *r, int stage, int split, const char *run, const char *label, peso_err *err)
 {
     const peso_conf *c = r->c;
     peso_metrics sums;
-    peso_metrics_init_default(&sums);
-    eval_progress pr = {r->log, stage, peso_eval_split_name(split), peso_now(), peso_now()};
-    size_t hi = c->eval.max_users ? (size_t)c->eval.max_users : SIZE_MAX;
-    if (peso_eval_stage(r->m, &r->prompt, &r->d, stage, split, (int)c->eval.beam, 0, hi, &sums, on_progress, &pr,
-                        err) < 0)
+    double t0 = peso_now();
+    const char *split_name = peso_eval_split_name(split);
+    if (peso_train_eval_sums(r, stage, split, 0, &sums, err) < 0)
         return -1;
+    if (r->par->grank != 0)
+        return 0;
     peso_metrics_mean mean;
     if (peso_metrics_final(&sums, &mean, err) < 0)
-        return peso_err_prefix(err, "stage %d %s", stage, pr.split);
+        return peso_err_prefix(err, "stage %d %s", stage, split_name);
     int es[PESO_MAX_BLOCKS];
     for (int i = 0; i < c->eval.n_stages; i++)
         es[i] = (int)c->eval.stages[i];
@@ -86,11 +109,11 @@ static int eval_split(peso_run *r, int stage, int split, const char *run, const 
         .group = r->meth.name == PESO_M_PESO ? c->method.group : NULL,
         .lambda = r->meth.prox ? c->method.lambda : 0.0,
         .stage = stage,
-        .split = pr.split,
+        .split = split_name,
         .mean = mean,
         .eval_stages = es,
         .n_eval_stages = c->eval.n_stages,
-        .seconds = peso_now() - pr.t0,
+        .seconds = peso_now() - t0,
     };
     if (!strcmp(label, PESO_STAGE1_METHOD))
         rec.name = rec.variant = rec.group = NULL;
@@ -101,7 +124,7 @@ static int eval_split(peso_run *r, int stage, int split, const char *run, const 
     if (r->log) {
         int i5 = peso_metrics_k_index(mean.k, mean.n_k, 5), i10 = peso_metrics_k_index(mean.k, mean.n_k, 10);
         fprintf(r->log, "eval stage %d %s (%s): users %lld hit@5 %.4f hit@10 %.4f ndcg@5 %.4f ndcg@10 %.4f (%.1fs)\n",
-                stage, pr.split, label, (long long)mean.users, mean.hit[i5], mean.hit[i10], mean.ndcg[i5],
+                stage, split_name, label, (long long)mean.users, mean.hit[i5], mean.hit[i10], mean.ndcg[i5],
                 mean.ndcg[i10], rec.seconds);
         fflush(r->log);
     }
@@ -113,4 +136,21 @@ int peso_train_evaluate(peso_run *r, int stage, const char *run, const char *lab
     if (eval_split(r, stage, PESO_EVAL_TEST, run, label, err) < 0)
         return -1;
     return r->c->eval.valid ? eval_split(r, stage, PESO_EVAL_VALID, run, label, err) : 0;
+}
+
+int peso_train_eval_serve(peso_run *r, peso_err *err)
+{
+    char path[PESO_CONF_PATH + 256];
+    for (;;) {
+        int stage;
+        if (peso_par_recv_eval(r->par, &stage, path, sizeof path, err) < 0)
+            return -1;
+        if (stage == 0)
+            return 0;
+        int one = stage == 1;
+        if (peso_train_load_checkpoint(r, path, err) < 0 ||
+            peso_train_evaluate(r, stage, one ? PESO_STAGE1_METHOD : r->meth.run,
+                                one ? PESO_STAGE1_METHOD : r->meth.label, err) < 0)
+            return peso_err_prefix(err, "evaluating %s on stage %d", path, stage);
+    }
 }

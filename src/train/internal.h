@@ -4,6 +4,7 @@
 #define PESO_TRAIN_INTERNAL_H
 
 #include "ckpt/ckpt.h"
+#include "eval/metrics.h"
 #include "method/prox.h"
 #include "optim/optim.h"
 #include "train/train.h"
@@ -54,6 +55,11 @@ int peso_train_ckpt_state(peso_run *r, const peso_ckpt *ck, float *params, peso_
 /* The best epoch so far (eval.select_epoch) of a partial checkpoint, if
  * it has one, into s. */
 int peso_train_ckpt_best(peso_run *r, const peso_ckpt *ck, peso_stage *s, peso_err *err);
+
+/* The metric sums of stage t's split (eval.max_users of its pairs),
+ * shared out over r's group: all = 1 sums them on every rank, 0 on the
+ * group's root only. */
+int peso_train_eval_sums(peso_run *r, int stage, int split, int all, peso_metrics *sums, peso_err *err);
 
 /* <dir>/stage-<t>.h5 */
 void peso_train_stage_path(char *out, size_t n, const char *dir, int t);

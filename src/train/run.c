@@ -179,23 +179,29 @@ static int open_model(peso_run *r, peso_err *err)
     return 0;
 }
 
-int peso_run_open(peso_run *r, const peso_conf *c, FILE *log, peso_err *err)
+int peso_run_open(peso_run *r, const peso_conf *c, const peso_par *par, FILE *log, peso_err *err)
 {
     memset(r, 0, sizeof *r);
     r->c = c;
+    r->par = par;
     r->log = log;
     if (c->threads > 0)
         omp_set_num_threads((int)c->threads);
     if (peso_method_from_conf(&r->meth, c, err) < 0)
         return -1;
     snprintf(r->run_dir, sizeof r->run_dir, "%s/%s", c->out_dir, r->meth.run);
-    if (peso_mkdir_p(c->out_dir, err) < 0 || open_dataset(r, err) < 0)
+    /* world rank 0 makes the shared files; the others wait and read them */
+    int maker = par->rank == 0;
+    if (maker && (peso_mkdir_p(c->out_dir, err) < 0 || open_dataset(r, err) < 0))
+        return -1;
+    if (peso_par_world_barrier(err) < 0 || (!maker && open_dataset(r, err) < 0))
         return -1;
     for (int i = 0; i < c->eval.n_stages; i++)
         if (c->eval.stages[i] > r->n_blocks)
             return peso_errf(err, "%s: eval.stages lists stage %lld but the dataset has %d blocks", c->source,
                              (long long)c->eval.stages[i], r->n_blocks);
-    if (model_folder(r, err) < 0 || open_model(r, err) < 0)
+    if ((maker && model_folder(r, err) < 0) || peso_par_world_barrier(err) < 0 ||
+        (!maker && model_folder(r, err) < 0) || open_model(r, err) < 0)
         return -1;
     return 0;
 }

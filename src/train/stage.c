@@ -52,6 +52,9 @@ typedef struct trainer {
     int n_fr;
     float *fr_copy; /* device, the frozen values in range order */
     peso_batcher batcher;
+    int32_t *mine; /* this rank's windows of a step */
+    size_t cap_mine;
+    int prox_lo, prox_hi; /* this rank's share of the proximal term's groups */
     int epochs;
     int64_t total_steps;
     double t0;
@@ -136,14 +139,19 @@ static int input_cov(peso_run *r, int t, double *cov, long *n_tok, peso_err *err
     if (peso_steps_plan(&st, train_pairs(r, t), &r->prompt, c->seed, t, 0, (size_t)c->train.max_windows,
                         c->train.batch_tokens, err) < 0)
         return -1;
+    /* Not shared out over the train ranks: each runs all the windows in
+     * the same order, so that A_t does not depend on the number of ranks
+     * (eigenvectors of nearly equal eigenvalues turn with the order of
+     * the float sums). It is one forward pass per stage. */
+    size_t k = st.n_win;
     peso_batcher b;
     peso_batcher_init(&b, &r->d, &r->prompt, train_pairs(r, t));
-    peso_batcher_begin(&b, st.win, st.n_win);
+    peso_batcher_begin(&b, st.win, k);
     size_t pos = 0;
     peso_llama_batch batch;
     long real;
     int rc;
-    while ((rc = peso_batcher_next(&b, st.n_win, &pos, c->train.micro_tokens, &batch, &real, err)) == 1)
+    while ((rc = peso_batcher_next(&b, k, &pos, c->train.micro_tokens, &batch, &real, err)) == 1)
         if (peso_llama_input_cov(r->m, &batch, cov, n_tok, err) < 0) {
             rc = -1;
             break;
@@ -296,11 +304,15 @@ static int setup_continual(trainer *tr, peso_err *err)
         rc = peso_llama_set_past(m, s->n_past, (const float *const *)s->past, s->alpha, err);
     if (rc == 0)
         rc = peso_llama_set_params(m, params, err);
-    if (rc == 0 && r->meth.name == PESO_M_PESO) {
-        peso_prox_grouping how;
-        rc = peso_prox_grouping_parse(c->method.group, &how, err);
+    if (rc == 0 && (r->meth.name == PESO_M_PESO || r->meth.name == PESO_M_L2 || r->meth.name == PESO_M_ORTHO)) {
+        /* l2 and ortho are sharded by module: the groups of "module" */
+        peso_prox_grouping how = PESO_PROX_MODULE;
+        if (r->meth.name == PESO_M_PESO)
+            rc = peso_prox_grouping_parse(c->method.group, &how, err);
         if (rc == 0)
             rc = peso_prox_groups_build(&tr->groups, &m->lora, how, err);
+        if (rc == 0)
+            rc = peso_prox_shard(&tr->groups, r->par->gsize, r->par->grank, &tr->prox_lo, &tr->prox_hi, err);
     }
     if (rc == 0 && r->meth.name == PESO_M_OUTPUT_KL)
         rc = peso_llama_set_output_kl(m, s->prev, err);
@@ -358,6 +370,7 @@ static void trainer_free(trainer *tr)
     if (tr->fr_copy)
         r->be->free(r->be, tr->fr_copy);
     free(tr->fr);
+    free(tr->mine);
     peso_optim_free(&tr->opt);
     peso_prox_groups_free(&tr->groups);
     peso_batcher_free(&tr->batcher);
@@ -375,14 +388,13 @@ static int prox_term(trainer *tr, double *value, peso_err *err)
     peso_run *r = tr->r;
     peso_llama *m = r->m;
     double lambda = r->c->method.lambda;
-    int nm = m->lora.n_modules;
+    int lo = tr->prox_lo, hi = tr->prox_hi;
     *value = 0;
     switch (r->meth.name) {
-    case PESO_M_PESO:
-        return peso_prox_kl(&tr->groups, 0, tr->groups.n, m->params, tr->s.prev, lambda, m->grads, value, err);
-    case PESO_M_L2: return peso_prox_l2(&m->lora, 0, nm, m->params, tr->s.prev, lambda, m->grads, value, err);
+    case PESO_M_PESO: return peso_prox_kl(&tr->groups, lo, hi, m->params, tr->s.prev, lambda, m->grads, value, err);
+    case PESO_M_L2: return peso_prox_l2(&m->lora, lo, hi, m->params, tr->s.prev, lambda, m->grads, value, err);
     case PESO_M_ORTHO:
-        return peso_prox_ortho(&m->lora, 0, nm, m->params, tr->s.prev, lambda, m->grads, value, err);
+        return peso_prox_ortho(&m->lora, lo, hi, m->params, tr->s.prev, lambda, m->grads, value, err);
     default: return 0;
     }
 }
@@ -390,7 +402,11 @@ static int prox_term(trainer *tr, double *value, peso_err *err)
 typedef struct step_out {
     double data, prox, gnorm, lr;
     long tokens;
+    int stop; /* some train rank got SIGTERM/SIGUSR1 */
 } step_out;
+
+/* The statistics that ride in the gradient all-reduce, after the flat. */
+enum { TAIL_DATA, TAIL_PROX, TAIL_TOKENS, TAIL_BAD, TAIL_STOP, TAIL_N };
 
 static int train_step(trainer *tr, const peso_steps *st, size_t i, int64_t stage_step, step_out *o,
                       peso_err *err)
@@ -398,35 +414,55 @@ static int train_step(trainer *tr, const peso_steps *st, size_t i, int64_t stage
     peso_run *r = tr->r;
     peso_llama *m = r->m;
     const peso_conf *c = r->c;
-    size_t lo = st->start[i], n = st->start[i + 1] - lo;
+    const peso_par *par = r->par;
+    size_t lo = st->start[i], n = st->start[i + 1] - lo, k = 0;
     long labels = st->labels[i];
     memset(o, 0, sizeof *o);
+    /* window j of the step goes to train rank j mod N: the global step,
+     * and so the result, does not depend on N */
+    peso_grow((void **)&tr->mine, &tr->cap_mine, n ? n : 1, sizeof *tr->mine);
+    for (size_t j = (size_t)par->grank; j < n; j += (size_t)par->gsize)
+        tr->mine[k++] = st->win[lo + j];
     if (peso_llama_zero_grads(m, err) < 0)
         return -1;
     if (r->meth.name == PESO_M_OUTPUT_KL)
         peso_llama_output_kl_scale(m, c->method.lambda / (double)st->tokens[i]);
-    peso_batcher_begin(&tr->batcher, st->win + lo, n);
+    peso_batcher_begin(&tr->batcher, tr->mine, k);
     size_t pos = 0;
     peso_llama_batch b;
-    long real;
+    long real, tokens = 0;
     double sum = 0, psum = 0;
     int rc;
-    while ((rc = peso_batcher_next(&tr->batcher, n, &pos, c->train.micro_tokens, &b, &real, err)) == 1) {
+    while ((rc = peso_batcher_next(&tr->batcher, k, &pos, c->train.micro_tokens, &b, &real, err)) == 1) {
         peso_llama_loss L;
         if (peso_llama_forward_backward(m, &b, 1.0f / (float)labels, &L, err) < 0)
             return -1;
         sum += L.sum;
         psum += L.prox;
-        o->tokens += real;
+        tokens += real;
     }
     double pv;
     if (rc < 0 || prox_term(tr, &pv, err) < 0)
         return -1;
-    o->data = sum / (double)labels;
-    o->prox = psum + pv;
-    if (!isfinite(o->data) || !isfinite(o->prox))
-        return peso_errf(err, "stage %d step %lld: non-finite loss (data %g, proximal %g)", tr->s.t,
-                         (long long)stage_step + 1, o->data, o->prox);
+    psum += pv;
+    if (c->debug.nan_step && stage_step + 1 == c->debug.nan_step && par->grank == c->debug.nan_rank)
+        sum = NAN;
+    int bad = !isfinite(sum) || !isfinite(psum);
+    if (bad)
+        fprintf(stderr, "peso-train: rank %d: non-finite loss at stage %d step %lld (data sum %g, proximal %g)\n",
+                par->rank, tr->s.t, (long long)stage_step + 1, sum, psum);
+    float tail[TAIL_N] = {(float)sum, (float)psum, (float)tokens, (float)bad, (float)(stop_signal != 0)};
+    if (m->be->upload(m->be, m->grads + m->flat.numel, tail, sizeof tail, err) < 0 ||
+        peso_par_allreduce_f(par, m->grads, m->flat.numel + TAIL_N, err) < 0 ||
+        m->be->download(m->be, tail, m->grads + m->flat.numel, sizeof tail, err) < 0)
+        return -1;
+    o->data = tail[TAIL_DATA] / (double)labels;
+    o->prox = tail[TAIL_PROX];
+    o->tokens = (long)tail[TAIL_TOKENS];
+    o->stop = tail[TAIL_STOP] > 0;
+    if (tail[TAIL_BAD] > 0)
+        return peso_errf(err, "stage %d step %lld: non-finite loss on %d train rank(s) (named above)", tr->s.t,
+                         (long long)stage_step + 1, (int)tail[TAIL_BAD]);
     o->lr = peso_schedule_lr(&tr->sched, stage_step);
     if (frozen_zero_grads(tr, err) < 0 ||
         peso_optim_clip_step(&tr->opt, m->params, m->grads, o->lr, c->train.max_grad_norm, &o->gnorm, err) < 0)
@@ -545,10 +581,7 @@ static int select_epoch(trainer *tr, int e, peso_err *err)
         return 0;
     peso_metrics sums;
     peso_metrics_mean mean;
-    peso_metrics_init_default(&sums);
-    size_t hi = c->eval.max_users ? (size_t)c->eval.max_users : SIZE_MAX;
-    if (peso_eval_stage(r->m, &r->prompt, &r->d, tr->s.t, PESO_EVAL_VALID, (int)c->eval.beam, 0, hi, &sums, NULL,
-                        NULL, err) < 0 ||
+    if (peso_train_eval_sums(r, tr->s.t, PESO_EVAL_VALID, 1, &sums, err) < 0 ||
         peso_metrics_final(&sums, &mean, err) < 0)
         return peso_err_prefix(err, "stage %d epoch %d: validation", tr->s.t, e + 1);
     double score = (float)mean.ndcg[peso_metrics_k_index(mean.k, mean.n_k, 10)];
@@ -611,15 +644,16 @@ static int run_steps(trainer *tr, int64_t start, peso_err *err)
             }
             if (done % c->train.log_every == 0 || done == tr->total_steps || done == start + 1)
                 progress(tr, e, done, start, &o);
+            int stop = o.stop && done < tr->total_steps;
             int ck = c->ckpt.every_steps > 0 && done % c->ckpt.every_steps == 0 && done < tr->total_steps;
-            if ((ck || (stop_signal && done < tr->total_steps)) && write_partial(tr, done, e, err) < 0) {
+            if ((ck || stop) && r->par->grank == 0 && write_partial(tr, done, e, err) < 0) {
                 peso_steps_free(&st);
                 return -1;
             }
-            if (stop_signal && done < tr->total_steps) {
+            if (stop) {
                 if (r->log)
                     fprintf(r->log, "stage %d: stopped by signal %d after step %lld; rerun with --resume\n", t,
-                            (int)stop_signal, (long long)done);
+                            stop_signal ? (int)stop_signal : SIGTERM, (long long)done);
                 peso_steps_free(&st);
                 return PESO_TRAIN_EXIT_REQUEUE;
             }
@@ -656,10 +690,13 @@ static int run_stage(peso_run *r, int t, const char *partial, peso_err *err)
         rc = extend_bases(r, &tr.s, tr.s.cov, err);
     char path[sizeof r->run_dir + 32];
     peso_train_stage_path(path, sizeof path, stage_dir(r, t), t);
-    if (rc == 0)
+    if (rc == 0 && r->par->grank == 0)
         rc = peso_train_ckpt_write(r, &tr.s, &tr.opt, path, PESO_CKPT_FINAL, tr.total_steps, tr.epochs - 1,
                                    tr.opt.step, err);
-    if (rc == 0) {
+    /* the next stage's set-up reads this file on every train rank */
+    if (rc == 0)
+        rc = peso_par_barrier(r->par, err);
+    if (rc == 0 && r->par->grank == 0) {
         remove_partials(r, t);
         if (r->log)
             fprintf(r->log, "stage %d: done in %.1fs, checkpoint %s\n", t, peso_now() - tr.t0, path);
@@ -678,9 +715,13 @@ static int listed(const int64_t *v, int n, int x)
     return 0;
 }
 
-/* Evaluates stage t from its final checkpoint in dir. */
+/* Evaluates stage t from its final checkpoint: the evaluation group
+ * does it, while this group goes on (train rank 0 sends the request), or
+ * without one the train group itself. */
 static int evaluate_file(peso_run *r, int t, const char *ckpt, const char *run, const char *label, peso_err *err)
 {
+    if (r->par->n_eval)
+        return r->par->grank == 0 ? peso_par_send_eval(r->par, t, ckpt, err) : 0;
     if (peso_train_load_checkpoint(r, ckpt, err) < 0)
         return -1;
     int rc = peso_train_evaluate(r, t, run, label, err);
@@ -727,7 +768,18 @@ static int stage_one(peso_run *r, const peso_train_opts *o, peso_err *err)
     return 0;
 }
 
+static int train_stages(peso_run *r, const peso_train_opts *o, peso_err *err);
+
 int peso_train(peso_run *r, const peso_train_opts *o, peso_err *err)
+{
+    int rc = train_stages(r, o, err);
+    /* the evaluation group finishes what it was sent, then stops */
+    if (rc >= 0 && r->par->n_eval && r->par->grank == 0 && peso_par_send_eval(r->par, 0, "", err) < 0)
+        return -1;
+    return rc;
+}
+
+static int train_stages(peso_run *r, const peso_train_opts *o, peso_err *err)
 {
     const peso_conf *c = r->c;
     int T = r->n_blocks;

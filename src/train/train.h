@@ -34,6 +34,7 @@
 #include "model/llama.h"
 #include "model/prompt.h"
 #include "model/tokenizer.h"
+#include "train/par.h"
 
 /* Exit status of peso-train when SIGTERM or SIGUSR1 made it write a
  * checkpoint and stop (EX_TEMPFAIL): a job script requeues on it and the
@@ -68,6 +69,7 @@ int peso_method_from_conf(peso_method *m, const peso_conf *c, peso_err *err);
 /* One opened run: config, dataset, tokenizer, prompt, backend and model. */
 typedef struct peso_run {
     const peso_conf *c;
+    const peso_par *par;
     FILE *log; /* progress lines (NULL = quiet) */
     peso_method meth;
     char run_dir[PESO_CONF_PATH + 2 * PESO_CONF_NAME + 48];
@@ -83,10 +85,11 @@ typedef struct peso_run {
     int n_blocks;
 } peso_run;
 
-/* Opens everything a stage needs: prepares the dataset when missing or
- * stale, generates the built-in model when model.path is "", adds the
+/* Opens everything a stage needs on every rank: world rank 0 prepares
+ * the dataset when missing or stale and generates the built-in model
+ * when model.path is "" while the others wait; then each adds the
  * semantic-ID tokens to the tokenizer and loads the model with them. */
-int peso_run_open(peso_run *r, const peso_conf *c, FILE *log, peso_err *err);
+int peso_run_open(peso_run *r, const peso_conf *c, const peso_par *par, FILE *log, peso_err *err);
 void peso_run_close(peso_run *r);
 
 typedef struct peso_train_opts {
@@ -94,16 +97,22 @@ typedef struct peso_train_opts {
     int resume;
 } peso_train_opts;
 
-/* Runs the stages. Returns 0, -1 with err, or PESO_TRAIN_EXIT_REQUEUE
- * when a signal stopped it after a checkpoint. */
+/* Runs the stages on a train rank. Returns 0, -1 with err, or
+ * PESO_TRAIN_EXIT_REQUEUE when a signal stopped it after a checkpoint.
+ * With an evaluation group, train rank 0 sends it each finished stage
+ * and, at the end, the message that there are no more. */
 int peso_train(peso_run *r, const peso_train_opts *o, peso_err *err);
+/* An evaluation rank: evaluates each stage train rank 0 sends, until the
+ * message that there are no more. */
+int peso_train_eval_serve(peso_run *r, peso_err *err);
 
 /* Installs the SIGTERM / SIGUSR1 handlers that ask for a checkpoint and
  * a stop at the next optimizer step. */
 void peso_train_signals(void);
 
 /* Evaluates the model's current state on stage t (test, and valid when
- * eval.valid) and records it in <out_dir>/metrics.jsonl under run name
+ * eval.valid), the users sharded over the ranks of r's group, and has
+ * the group's root record it in <out_dir>/metrics.jsonl under run name
  * and method label. */
 int peso_train_evaluate(peso_run *r, int stage, const char *run, const char *label, peso_err *err);
 
