@@ -29,13 +29,9 @@ int main(int argc, char **argv)
     peso_conf c;
     peso_err err;
     const char *ckpt = NULL, *run = NULL;
-    int stage = 0, print = 0, n = 0;
+    int stage = 0, status, n = 0;
     char **args = calloc((size_t)argc + 1, sizeof *args);
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
         int has = i + 1 < argc;
         if (!strcmp(argv[i], "--checkpoint") && has) {
             ckpt = argv[++i];
@@ -52,22 +48,14 @@ int main(int argc, char **argv)
             args[n++] = argv[i];
         }
     }
-    if (peso_conf_from_args(&c, &n, args, &print, &err)) {
-        fprintf(stderr, "peso-eval: %s\n", err.msg);
-        return 2;
-    }
-    if (n > 1 || (!print && (!ckpt || !stage))) {
-        fprintf(stderr, n > 1 ? "peso-eval: unknown argument '%s'\n" : "peso-eval: --checkpoint and --stage are required%s\n",
-                n > 1 ? args[1] : "");
+    int done = peso_conf_cli(&c, n, args, "peso-eval", usage, &status);
+    free(args);
+    if (done)
+        return status;
+    if (!ckpt || !stage) {
+        fprintf(stderr, "peso-eval: --checkpoint and --stage are required\n");
         usage(stderr);
         return 2;
-    }
-    free(args);
-    if (print) {
-        char *y = peso_conf_dump(&c);
-        fputs(y, stdout);
-        free(y);
-        return 0;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     MPI_Init(&argc, &argv);

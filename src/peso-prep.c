@@ -28,22 +28,12 @@ int main(int argc, char **argv)
 {
     peso_conf c;
     peso_err err;
-    int print = 0;
+    int status;
     /* --skip-bad-lines is sugar for a --set, so it goes through the same checks */
     char **args = calloc((size_t)argc + 1, sizeof *args);
     char setbuf[64];
     int n = 0;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--help-config")) {
-            char *doc = peso_conf_doc();
-            fputs(doc, stdout);
-            free(doc);
-            return 0;
-        }
         if (!strcmp(argv[i], "--skip-bad-lines")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "peso-prep: --skip-bad-lines needs a number\n");
@@ -56,22 +46,10 @@ int main(int argc, char **argv)
         }
         args[n++] = argv[i];
     }
-    if (peso_conf_from_args(&c, &n, args, &print, &err)) {
-        fprintf(stderr, "peso-prep: %s\n", err.msg);
-        return 2;
-    }
-    if (n > 1) {
-        fprintf(stderr, "peso-prep: unknown argument '%s'\n", args[1]);
-        usage(stderr);
-        return 2;
-    }
+    int done = peso_conf_cli(&c, n, args, "peso-prep", usage, &status);
     free(args);
-    if (print) {
-        char *y = peso_conf_dump(&c);
-        fputs(y, stdout);
-        free(y);
-        return 0;
-    }
+    if (done)
+        return status;
     if (peso_prep_run(&c, stdout, NULL, &err)) {
         fprintf(stderr, "peso-prep: %s\n", err.msg);
         return 1;

@@ -56,19 +56,9 @@ int main(int argc, char **argv)
     peso_conf c;
     peso_err err;
     peso_train_opts o = {0};
-    int print = 0, n = 0;
+    int status, n = 0;
     char **args = calloc((size_t)argc + 1, sizeof *args);
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--help-config")) {
-            char *doc = peso_conf_doc();
-            fputs(doc, stdout);
-            free(doc);
-            return 0;
-        }
         if (!strcmp(argv[i], "--resume")) {
             o.resume = 1;
             continue;
@@ -84,22 +74,10 @@ int main(int argc, char **argv)
         }
         args[n++] = argv[i];
     }
-    if (peso_conf_from_args(&c, &n, args, &print, &err)) {
-        fprintf(stderr, "peso-train: %s\n", err.msg);
-        return 2;
-    }
-    if (n > 1) {
-        fprintf(stderr, "peso-train: unknown argument '%s'\n", args[1]);
-        usage(stderr);
-        return 2;
-    }
+    int done = peso_conf_cli(&c, n, args, "peso-train", usage, &status);
     free(args);
-    if (print) {
-        char *y = peso_conf_dump(&c);
-        fputs(y, stdout);
-        free(y);
-        return 0;
-    }
+    if (done)
+        return status;
     setvbuf(stdout, NULL, _IOLBF, 0);
     peso_train_signals();
     MPI_Init(&argc, &argv);

@@ -845,3 +845,40 @@ int peso_conf_from_args(peso_conf *c, int *argc, char **argv, int *print, peso_e
     argv[out] = NULL;
     return peso_conf_validate(c, err);
 }
+
+int peso_conf_cli(peso_conf *c, int n, char **args, const char *prog, void (*usage)(FILE *), int *status)
+{
+    *status = 0;
+    for (int i = 1; i < n; i++) {
+        if (!strcmp(args[i], "--help") || !strcmp(args[i], "-h")) {
+            usage(stdout);
+            return 1;
+        }
+        if (!strcmp(args[i], "--help-config")) {
+            char *doc = peso_conf_doc();
+            fputs(doc, stdout);
+            free(doc);
+            return 1;
+        }
+    }
+    peso_err err;
+    int print;
+    *status = 2;
+    if (peso_conf_from_args(c, &n, args, &print, &err)) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return 1;
+    }
+    if (n > 1) {
+        fprintf(stderr, "%s: unknown argument '%s'\n", prog, args[1]);
+        usage(stderr);
+        return 1;
+    }
+    *status = 0;
+    if (print) {
+        char *y = peso_conf_dump(c);
+        fputs(y, stdout);
+        free(y);
+        return 1;
+    }
+    return 0;
+}

@@ -7,6 +7,7 @@
 #define PESO_CONF_CONF_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/err.h"
 
@@ -179,5 +180,13 @@ char *peso_conf_doc(void);
  * --print-config. Unknown options are left for the program: argv is
  * compacted to them and *argc updated. Sets *print if --print-config. */
 int peso_conf_from_args(peso_conf *c, int *argc, char **argv, int *print, peso_err *err);
+
+/* A program's command line after it took its own options out: args[0]
+ * is the program, args[1..n) the common options. Handles --help / -h
+ * (usage to stdout), --help-config, --config, --set, --print-config,
+ * reports a bad config or a leftover argument on stderr as "<prog>: ...".
+ * Returns 1 when the program should exit now with *status (0 or 2), 0
+ * when it should go on with c. */
+int peso_conf_cli(peso_conf *c, int n, char **args, const char *prog, void (*usage)(FILE *), int *status);
 
 #endif
