@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The CUDA backend's gradient all-reduce (issue 5): 2 MPI ranks build an
+# NCCL communicator from an id broadcast over their group and sum device
+# buffers of 1, 1024 and 1000003 floats exactly (nccl_allreduce.c). On a
+# node with one GPU only one rank takes part (NCCL allows one rank per
+# GPU); without a GPU the program checks that a communicator fails on
+# every rank with the CUDA error named, and prints SKIP.
+set -euo pipefail
+bin=${PESO_BIN_DIR:?}
+prog=$bin/kernels_nccl_allreduce
+[ -x "$prog" ] || { echo "FAIL: $prog is not built"; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+timeout 120 mpirun --oversubscribe --allow-run-as-root -np 2 "$prog"
