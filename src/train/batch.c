@@ -105,8 +105,8 @@ int peso_batcher_next(peso_batcher *b, size_t n, size_t *pos, long micro_tokens,
     size_t rows = 1;
     while (*pos + rows < n && (long)((rows + 1) * T) <= micro_tokens)
         rows++;
-    peso_grow((void **)&b->ids, &b->cap_tok, rows * T, sizeof *b->ids);
-    b->labels = peso_realloc(b->labels, b->cap_tok * sizeof *b->labels);
+    peso_grow((void **)&b->ids, &b->cap_ids, rows * T, sizeof *b->ids);
+    peso_grow((void **)&b->labels, &b->cap_labels, rows * T, sizeof *b->labels);
     peso_grow((void **)&b->lens, &b->cap_rows, rows, sizeof *b->lens);
     *real_tokens = 0;
     for (size_t r = 0; r < rows; r++) {

@@ -43,7 +43,7 @@ typedef struct peso_batcher {
     int32_t *order; /* a step's windows, longest first */
     size_t cap_order;
     int32_t *ids, *labels, *lens, *hist;
-    size_t cap_tok, cap_rows, cap_hist;
+    size_t cap_ids, cap_labels, cap_rows, cap_hist;
 } peso_batcher;
 
 void peso_batcher_init(peso_batcher *b, const peso_dataset *d, const peso_prompt *p, const peso_pairs *pairs);

@@ -25,7 +25,6 @@ typedef struct peso_stage {
     float **basis;
     int *basis_k;
     double *cov;      /* this stage's module-input covariances (inflora) */
-    long cov_tok;
     /* eval.select_epoch: the best epoch so far (best NULL: none yet) */
     float *best;
     double best_score;

@@ -237,6 +237,7 @@ static int setup_inflora(trainer *tr, peso_stage *prev, float *params, peso_err 
     peso_run *r = tr->r;
     peso_stage *s = &tr->s;
     size_t ncov = peso_llama_input_cov_numel(r->m);
+    long n_tok;
     s->cov = peso_malloc(ncov * sizeof *s->cov);
     if (prev->basis) {
         s->basis = prev->basis;
@@ -250,12 +251,12 @@ static int setup_inflora(trainer *tr, peso_stage *prev, float *params, peso_err 
         if (r->log)
             fprintf(r->log, "stage %d: inflora: input covariance of D1 under the stage-1 model\n", s->t);
         if (peso_llama_set_past(r->m, 0, NULL, NULL, err) < 0 ||
-            peso_llama_set_params(r->m, s->prev, err) < 0 || input_cov(r, 1, s->cov, &s->cov_tok, err) < 0 ||
+            peso_llama_set_params(r->m, s->prev, err) < 0 || input_cov(r, 1, s->cov, &n_tok, err) < 0 ||
             extend_bases(r, s, s->cov, err) < 0)
             return -1;
     }
     if (peso_llama_set_past(r->m, s->n_past, (const float *const *)s->past, s->alpha, err) < 0 ||
-        peso_llama_set_params(r->m, params, err) < 0 || input_cov(r, s->t, s->cov, &s->cov_tok, err) < 0 ||
+        peso_llama_set_params(r->m, params, err) < 0 || input_cov(r, s->t, s->cov, &n_tok, err) < 0 ||
         design_a(r, s, params, err) < 0)
         return -1;
     return peso_llama_set_freeze_a(r->m, 1) < 0 ? peso_errf(err, "inflora: freezing A") : 0;
