@@ -27,9 +27,11 @@ static inline void setup_load(setup *s)
              s->o.n_new);
 }
 
-/* rank 4, alpha 8 (scaling 2) */
-static inline void setup_open_cfg(setup *s, const peso_llama_config *c, int n_new, unsigned targets,
-                                  uint64_t seed)
+/* The folder, backend and options (rank 4, alpha 8: scaling 2) of
+ * setup_open_cfg without the load, for a test that sets more options in
+ * s->o before setup_load. */
+static inline void setup_prepare(setup *s, const peso_llama_config *c, int n_new, unsigned targets,
+                                 uint64_t seed)
 {
     peso_err err;
     memset(s, 0, sizeof *s);
@@ -44,6 +46,12 @@ static inline void setup_open_cfg(setup *s, const peso_llama_config *c, int n_ne
     s->o.lora.targets = targets;
     s->o.n_new = n_new;
     s->o.seed = seed;
+}
+
+static inline void setup_open_cfg(setup *s, const peso_llama_config *c, int n_new, unsigned targets,
+                                  uint64_t seed)
+{
+    setup_prepare(s, c, n_new, targets, seed);
     setup_load(s);
 }
 

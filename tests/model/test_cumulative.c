@@ -213,18 +213,10 @@ static void expect_close(double got, double fd, const char *what, size_t i)
 static void grads_case(int learnable)
 {
     setup s;
-    memset(&s, 0, sizeof s);
     peso_llama_config cf;
-    tiny_config(&cf, 1);
-    tiny_init(&s.t, &cf, 111);
-    s.dir = tiny_tmpdir();
-    tiny_write(&s.t, s.dir, PESO_ST_WRITE_F32);
     peso_err err;
-    s.be = peso_backend_create("cpu", &err);
-    peso_llama_opts_defaults(&s.o);
-    s.o.lora.rank = 4;
-    s.o.lora.alpha = 8.0;
-    s.o.seed = 111;
+    tiny_config(&cf, 1);
+    setup_prepare(&s, &cf, 0, PESO_LORA_ALL, 111);
     s.o.n_magnitudes = learnable ? 3 : 0;
     setup_load(&s);
     setup_randomize_b(&s, 112);
@@ -379,20 +371,11 @@ static void expect_lp(setup *s, const float *lp, const int32_t *ids, int n, cons
 Test(cumulative, decode_matches_full_forward)
 {
     setup s;
-    memset(&s, 0, sizeof s);
     peso_llama_config cf;
-    tiny_config(&cf, 0);
-    tiny_init(&s.t, &cf, 131);
-    s.dir = tiny_tmpdir();
-    tiny_write(&s.t, s.dir, PESO_ST_WRITE_F32);
     peso_err err;
-    s.be = peso_backend_create("cpu", &err);
-    peso_llama_opts_defaults(&s.o);
-    s.o.lora.rank = 4;
-    s.o.lora.alpha = 8.0;
-    s.o.n_new = 4;
+    tiny_config(&cf, 0);
+    setup_prepare(&s, &cf, 4, PESO_LORA_ALL, 131);
     s.o.n_magnitudes = N_PAST;
-    s.o.seed = 131;
     setup_load(&s);
     setup_randomize_b(&s, 132);
     s.params[s.m->mag_off] = 1.5f;
