@@ -121,6 +121,10 @@ static int eval_split(peso_run *r, int stage, int split, const char *run, const 
     snprintf(path, sizeof path, "%s/metrics.jsonl", c->out_dir);
     if (peso_metrics_record_write(path, &rec, err) < 0)
         return -1;
+    if (split == PESO_EVAL_TEST && stage <= PESO_MAX_BLOCKS) {
+        r->test_mean[stage] = mean;
+        r->have_test[stage] = 1;
+    }
     if (r->log) {
         int i5 = peso_metrics_k_index(mean.k, mean.n_k, 5), i10 = peso_metrics_k_index(mean.k, mean.n_k, 10);
         fprintf(r->log, "eval stage %d %s (%s): users %lld hit@5 %.4f hit@10 %.4f ndcg@5 %.4f ndcg@10 %.4f (%.1fs)\n",
@@ -138,6 +142,31 @@ int peso_train_evaluate(peso_run *r, int stage, const char *run, const char *lab
     return r->c->eval.valid ? eval_split(r, stage, PESO_EVAL_VALID, run, label, err) : 0;
 }
 
+void peso_train_eval_summary(const peso_run *r)
+{
+    const peso_conf *c = r->c;
+    peso_metrics_mean st[PESO_MAX_BLOCKS], avg;
+    char list[128] = "", missing[128] = "";
+    int n = 0;
+    peso_err err;
+    if (!r->log)
+        return;
+    for (int i = 0; i < c->eval.n_stages; i++) {
+        int t = (int)c->eval.stages[i];
+        char *dst = r->have_test[t] ? list : missing;
+        snprintf(dst + strlen(dst), 128 - strlen(dst), "%s%d", *dst ? "," : "", t);
+        if (r->have_test[t])
+            st[n++] = r->test_mean[t];
+    }
+    if (n == 0 || peso_metrics_average(st, n, &avg, &err) < 0)
+        return;
+    int i5 = peso_metrics_k_index(avg.k, avg.n_k, 5), i10 = peso_metrics_k_index(avg.k, avg.n_k, 10);
+    fprintf(r->log, "eval mean over stages %s (%s): hit@5 %.4f hit@10 %.4f ndcg@5 %.4f ndcg@10 %.4f%s%s\n", list,
+            r->meth.label, avg.hit[i5], avg.hit[i10], avg.ndcg[i5], avg.ndcg[i10],
+            *missing ? "; not evaluated in this run: stages " : "", missing);
+    fflush(r->log);
+}
+
 int peso_train_eval_serve(peso_run *r, peso_err *err)
 {
     char path[PESO_CONF_PATH + 256];
@@ -145,8 +174,10 @@ int peso_train_eval_serve(peso_run *r, peso_err *err)
         int stage;
         if (peso_par_recv_eval(r->par, &stage, path, sizeof path, err) < 0)
             return -1;
-        if (stage == 0)
+        if (stage == 0) {
+            peso_train_eval_summary(r);
             return 0;
+        }
         int one = stage == 1;
         if (peso_train_load_checkpoint(r, path, err) < 0 ||
             peso_train_evaluate(r, stage, one ? PESO_STAGE1_METHOD : r->meth.run,

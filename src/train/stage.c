@@ -774,6 +774,8 @@ static int train_stages(peso_run *r, const peso_train_opts *o, peso_err *err);
 int peso_train(peso_run *r, const peso_train_opts *o, peso_err *err)
 {
     int rc = train_stages(r, o, err);
+    if (rc == 0 && !r->par->n_eval)
+        peso_train_eval_summary(r);
     /* the evaluation group finishes what it was sent, then stops */
     if (rc >= 0 && r->par->n_eval && r->par->grank == 0 && peso_par_send_eval(r->par, 0, "", err) < 0)
         return -1;

@@ -31,6 +31,7 @@
 #include "common/err.h"
 #include "conf/conf.h"
 #include "data/dataset.h"
+#include "eval/metrics.h"
 #include "model/llama.h"
 #include "model/prompt.h"
 #include "model/tokenizer.h"
@@ -83,6 +84,9 @@ typedef struct peso_run {
     size_t n_mag;      /* magnitudes (sdlora), at mag_off */
     size_t mag_off;
     int n_blocks;
+    /* test means of the stages this rank recorded (group roots only) */
+    peso_metrics_mean test_mean[PESO_MAX_BLOCKS + 1];
+    int have_test[PESO_MAX_BLOCKS + 1];
 } peso_run;
 
 /* Opens everything a stage needs on every rank: world rank 0 prepares
@@ -105,6 +109,9 @@ int peso_train(peso_run *r, const peso_train_opts *o, peso_err *err);
 /* An evaluation rank: evaluates each stage train rank 0 sends, until the
  * message that there are no more. */
 int peso_train_eval_serve(peso_run *r, peso_err *err);
+/* On the rank that recorded the test metrics: one line with their mean
+ * over the eval.stages it has (the paper's average), naming any missing. */
+void peso_train_eval_summary(const peso_run *r);
 
 /* Installs the SIGTERM / SIGUSR1 handlers that ask for a checkpoint and
  * a stop at the next optimizer step. */

@@ -30,6 +30,20 @@ for m in "pretrain" "peso" "peso --set method.group=rank" "l2" "ortho" "output-k
     grep -q 'stage 1: reusing' "$tmp/log.txt" || fail "$m retrained stage 1"
 done
 
+# the run's closing line is the mean of its stages' metrics lines (eval.stages 2, 3)
+python3 - "$out/metrics.jsonl" "$tmp/log.txt" <<'PY'
+import json, re, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [r for r in rows if r["method"] == "inflora latest+inherit" and r["split"] == "test"]
+line = [l for l in open(sys.argv[2]) if l.startswith("eval mean over stages")]
+assert len(line) == 1 and "stages 2,3 (inflora latest+inherit)" in line[0], line
+for k in ("hit@5", "hit@10", "ndcg@5", "ndcg@10"):
+    got = float(re.search(k + r" ([0-9.]+)", line[0]).group(1))
+    want = sum(r[k] for r in rows) / len(rows)
+    assert abs(got - want) < 6e-5, (k, got, want)
+print("closing mean line:", line[0].strip())
+PY
+
 python3 - "$out/metrics.jsonl" <<'PY'
 import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
