@@ -80,7 +80,7 @@ static size_t frozen_numel(const trainer *tr)
     return n;
 }
 
-/* dir = 0: params -> copy; 1: copy -> params. */
+/* back = 0: params -> copy; 1: copy -> params. */
 static int frozen_copy(trainer *tr, int back, peso_err *err)
 {
     peso_backend *be = tr->r->be;

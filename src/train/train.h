@@ -11,7 +11,7 @@
  *   <out_dir>/stage-1.h5                 stage 1, shared by all methods
  *   <out_dir>/<run>/stage-<t>.h5         stage t >= 2 of one method; <run>
  *                                        is the method label made file-safe
- *                                        (peso_train_run_name)
+ *                                        (peso_method.run)
  *   <out_dir>/metrics.jsonl              one line per run, stage and split
  * plus the partial checkpoints stage-<t>-step-<s>.h5 (ckpt/ckpt.h).
  *
