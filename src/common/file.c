@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int peso_read_file(const char *path, const char *doing, char **text, size_t *len, peso_err *err)
 {
@@ -29,4 +30,10 @@ int peso_read_file(const char *path, const char *doing, char **text, size_t *len
     *text = buf;
     *len = n;
     return 0;
+}
+
+int peso_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
 }

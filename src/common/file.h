@@ -11,4 +11,7 @@
  * doing = "cannot open config". */
 int peso_read_file(const char *path, const char *doing, char **text, size_t *len, peso_err *err);
 
+/* 1 when something exists at path (stat succeeds), else 0. */
+int peso_file_exists(const char *path);
+
 #endif

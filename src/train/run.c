@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "backend/backend.h"
 #include "common/atomic.h"
+#include "common/file.h"
 #include "data/prep.h"
 #include "model/init.h"
 #include "train/train.h"
@@ -51,12 +51,6 @@ int peso_method_from_conf(peso_method *m, const peso_conf *c, peso_err *err)
     return 0;
 }
 
-static int file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 /* The dataset of c, made by peso-prep's code when missing or stale. */
 static int open_dataset(peso_run *r, peso_err *err)
 {
@@ -64,12 +58,12 @@ static int open_dataset(peso_run *r, peso_err *err)
     char path[PESO_CONF_PATH + 32], have[64], want[17];
     peso_prep_dataset_path(c, path, sizeof path);
     peso_conf_data_fingerprint(c, want);
-    int fresh = file_exists(path) && peso_dataset_read_fingerprint(path, have, sizeof have, err) == 0 &&
+    int fresh = peso_file_exists(path) && peso_dataset_read_fingerprint(path, have, sizeof have, err) == 0 &&
                 strcmp(have, want) == 0;
     if (!fresh) {
         if (r->log)
             fprintf(r->log, "peso-train: %s %s; preparing it\n", path,
-                    file_exists(path) ? "was made from another data config" : "does not exist");
+                    peso_file_exists(path) ? "was made from another data config" : "does not exist");
         peso_prep_timing t;
         if (peso_prep_run(c, r->log, &t, err) < 0)
             return -1;
@@ -92,7 +86,7 @@ static int model_folder(peso_run *r, peso_err *err)
              (unsigned long long)c->seed);
     char cfg[sizeof r->model_dir + 16];
     snprintf(cfg, sizeof cfg, "%s/config.json", r->model_dir);
-    if (file_exists(cfg))
+    if (peso_file_exists(cfg))
         return 0;
     peso_init_opts o = {.preset = c->model.preset, .seed = c->seed, .force = 1};
     peso_init_report rep;

@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/atomic.h"
+#include "common/file.h"
 #include "common/clock.h"
 #include "eval/evaluate.h"
 #include "method/inflora.h"
@@ -733,18 +733,12 @@ static int evaluate_file(peso_run *r, int t, const char *ckpt, const char *run, 
 
 /* ---- the stages of a run ---- */
 
-static int file_exists(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 static int stage_one(peso_run *r, const peso_train_opts *o, peso_err *err)
 {
     const peso_conf *c = r->c;
     char path[PESO_CONF_PATH + 32];
     peso_train_stage_path(path, sizeof path, c->out_dir, 1);
-    if (file_exists(path)) {
+    if (peso_file_exists(path)) {
         peso_ckpt ck;
         int rc = peso_train_ckpt_open(r, path, 1, &ck, err);
         peso_ckpt_free(&ck);
