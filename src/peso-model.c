@@ -27,7 +27,7 @@
 #include "lora/peft.h"
 #include "model/init.h"
 #include "model/llama.h"
-#include "model/safetensors.h"
+#include "hf/safetensors.h"
 
 enum {
     OPT_MODEL = 1 << 0,

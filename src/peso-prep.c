@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "conf/conf.h"
-#include "data/prep.h"
+#include "prep/prep.h"
 
 static void usage(FILE *f)
 {

@@ -12,7 +12,7 @@ typedef enum peso_rope_type {
     PESO_ROPE_LLAMA3 = 1,  /* Llama 3.1+ long-context scaling */
 } peso_rope_type;
 
-/* config.json's rope_theta, head_dim and rope_scaling (model/hfconfig.h
+/* config.json's rope_theta, head_dim and rope_scaling (hf/config.h
  * parses them; rope_scaling.llama3 selects PESO_ROPE_LLAMA3). */
 typedef struct peso_rope_conf {
     peso_rope_type type;

@@ -43,11 +43,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend/flat.h"
+#include "common/flat.h"
 #include "common/err.h"
 #include "common/rng.h"
 #include "lora/lora.h"
-#include "model/hfconfig.h"
+#include "hf/config.h"
 
 #define PESO_CKPT_FORMAT 1
 #define PESO_CKPT_MAX_DIMS 4

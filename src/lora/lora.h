@@ -17,9 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend/flat.h"
+#include "common/flat.h"
 #include "common/err.h"
-#include "model/hfconfig.h"
+#include "hf/config.h"
 
 /* The seven linear projections of a Llama decoder layer, in the order the
  * flat lays them out within a layer. */

@@ -9,7 +9,7 @@
 
 #include "common/file.h"
 #include "common/atomic.h"
-#include "model/safetensors.h"
+#include "hf/safetensors.h"
 
 static void join(char *out, size_t n, const char *dir, const char *name)
 {

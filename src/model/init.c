@@ -10,7 +10,7 @@
 #include "common/json.h"
 #include "common/rng.h"
 #include "model/prompt.h"
-#include "model/safetensors.h"
+#include "hf/safetensors.h"
 
 #define EOS_TOKEN "<|end_of_text|>"
 

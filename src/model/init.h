@@ -31,8 +31,8 @@
 #include <stdint.h>
 
 #include "common/err.h"
-#include "model/hfconfig.h"
-#include "model/tokenizer.h"
+#include "hf/config.h"
+#include "hf/tokenizer.h"
 
 /* Cap on learned merges; the prompt text yields fewer (pairs seen once
  * are not merged). */

@@ -41,9 +41,9 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
-#include "backend/flat.h"
+#include "common/flat.h"
 #include "lora/lora.h"
-#include "model/hfconfig.h"
+#include "hf/config.h"
 
 #define PESO_LABEL_IGNORE (-100)
 /* Flat view names of the trainable rows appended to the vocabulary. */

@@ -10,7 +10,7 @@
 #include "common/rng.h"
 #include "lora/peft.h"
 #include "model/llama_internal.h"
-#include "model/safetensors.h"
+#include "hf/safetensors.h"
 
 void peso_llama_opts_defaults(peso_llama_opts *o)
 {

@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 
 #define PESO_PROMPT_MAX_LEVELS 8
 /* HF's ignore_index: positions whose label is this carry no loss. */

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "model/llama.h"
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 
 /* A batch holds at most this many rows and B*T tokens: rows sorted by
  * length waste little padding, and the forward's arena stays small. */

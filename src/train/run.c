@@ -10,7 +10,7 @@
 #include "backend/backend.h"
 #include "common/atomic.h"
 #include "common/file.h"
-#include "data/prep.h"
+#include "prep/prep.h"
 #include "model/init.h"
 #include "train/train.h"
 

@@ -34,7 +34,7 @@
 #include "eval/metrics.h"
 #include "model/llama.h"
 #include "model/prompt.h"
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 #include "train/par.h"
 
 /* Exit status of peso-train when SIGTERM or SIGUSR1 made it write a

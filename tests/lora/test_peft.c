@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "lora/peft.h"
-#include "model/safetensors.h"
+#include "hf/safetensors.h"
 
 /* 2 layers, hidden 16, 2 heads of 4, 1 kv head, intermediate 24 */
 static peso_llama_config cfg(void)

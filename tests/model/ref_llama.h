@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/flat.h"
+#include "common/flat.h"
 #include "tiny_llama.h"
 
 typedef struct ref_model {

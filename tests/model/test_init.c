@@ -12,12 +12,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model/hfconfig.h"
+#include "hf/config.h"
 #include "model/init.h"
 #include "model/llama.h"
 #include "model/prompt.h"
-#include "model/safetensors.h"
-#include "model/tokenizer.h"
+#include "hf/safetensors.h"
+#include "hf/tokenizer.h"
 
 static char *tmpdir(void)
 {

@@ -12,7 +12,7 @@
 #include "common/rng.h"
 #include "model/init.h"
 #include "model/prompt.h"
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 
 #define LEVELS 4
 #define CODES 256

@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "common/rng.h"
-#include "model/hfconfig.h"
-#include "model/safetensors.h"
+#include "hf/config.h"
+#include "hf/safetensors.h"
 
 #define TINY_MAX_LAYERS 4
 #define TINY_NPROJ 7

@@ -10,7 +10,7 @@
 
 #include "model/init.h"
 #include "model/llama.h"
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 #include "semid/modelfeat.h"
 #include "semid/semid.h"
 #include "semid_test_util.h"

@@ -28,7 +28,7 @@
 #include "model/init.h"
 #include "model/llama.h"
 #include "model/prompt.h"
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 
 #define HIST 20
 #define LEVELS 4

@@ -22,7 +22,7 @@
 #include "common/clock.h"
 #include "common/lines.h"
 #include "conf/conf.h"
-#include "data/prep.h"
+#include "prep/prep.h"
 
 static int enlarge(const char *in, const char *out, int repeat, size_t *lines)
 {

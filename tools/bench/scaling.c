@@ -36,7 +36,7 @@
 #include "model/init.h"
 #include "model/llama.h"
 #include "model/prompt.h"
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 #include "optim/optim.h"
 #include "train/par.h"
 

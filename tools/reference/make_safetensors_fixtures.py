@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the safetensors fixtures of tests/model with the official
 `safetensors` library (numpy front end; bfloat16 from ml_dtypes), the
-independent reference for src/model/safetensors.c.
+independent reference for src/hf/safetensors.c.
 
     .venv-ref/bin/python tools/reference/make_safetensors_fixtures.py tests/fixtures/model
 
@@ -10,7 +10,7 @@ independent reference for src/model/safetensors.c.
   sharded/               model.safetensors.index.json and two shards, as
                          transformers' save_pretrained lays them out
 
-The values are exact in their dtypes; tests/model/test_safetensors.c
+The values are exact in their dtypes; tests/hf/test_safetensors.c
 spells the same values as C literals.
 """
 import json

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the tokenizer fixtures of tests/model with Hugging Face `tokenizers`,
-the independent reference for src/model/tokenizer.c.
+the independent reference for src/hf/tokenizer.c.
 
     bash tools/reference/setup-venv.sh
     .venv-ref/bin/python tools/reference/make_tokenizer_fixtures.py tests/fixtures/model

@@ -4,8 +4,8 @@
  * pointer and one length (one all-reduce, one AdamW call) while each
  * module reaches its tensors through views. The layout is host metadata;
  * the buffers themselves come from be->alloc. */
-#ifndef PESO_BACKEND_FLAT_H
-#define PESO_BACKEND_FLAT_H
+#ifndef PESO_COMMON_FLAT_H
+#define PESO_COMMON_FLAT_H
 
 #include <stddef.h>
 

@@ -2,8 +2,8 @@
  * <out_dir>/dataset.h5 and <out_dir>/stats.json (+ optional .index.json).
  * peso-prep is a front end over this; peso-train calls it when the dataset
  * is missing or was made from another data config. */
-#ifndef PESO_DATA_PREP_H
-#define PESO_DATA_PREP_H
+#ifndef PESO_PREP_PREP_H
+#define PESO_PREP_PREP_H
 
 #include <stdio.h>
 

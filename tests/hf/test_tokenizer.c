@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 
 #define FIX PESO_FIXTURES "/model/"
 

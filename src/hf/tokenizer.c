@@ -1,4 +1,4 @@
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +7,7 @@
 #include "common/atomic.h"
 #include "common/json.h"
 #include "common/strtab.h"
-#include "model/tokenizer_internal.h"
+#include "hf/tokenizer_internal.h"
 
 /* One alternative per line: contractions, words (with one leading
  * non-letter), 1-3 digits, punctuation runs, newlines, spaces. */

@@ -1,4 +1,4 @@
-#include "backend/flat.h"
+#include "common/flat.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 #include <stdio.h>
 
-#include "backend/flat.h"
-#include "bt.h"
+#include "common/flat.h"
+#include <criterion/criterion.h>
 
 Test(flat, views_are_aligned_and_found_by_name)
 {

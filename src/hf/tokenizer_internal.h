@@ -1,8 +1,8 @@
 /* What the tokenizer (tokenizer.c: loading, encoding, decoding, saving)
  * shares with the small-vocabulary builder (tokenizer_build.c); not part of
  * the public contract in tokenizer.h. */
-#ifndef PESO_MODEL_TOKENIZER_INTERNAL_H
-#define PESO_MODEL_TOKENIZER_INTERNAL_H
+#ifndef PESO_HF_TOKENIZER_INTERNAL_H
+#define PESO_HF_TOKENIZER_INTERNAL_H
 
 #ifndef PCRE2_CODE_UNIT_WIDTH
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 
 /* A growable byte buffer, kept NUL-terminated. */
 struct tok_buf {

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 d = sys.argv[1]
 c_file = f"{d}/c_written.safetensors"
-# the values of tests/model/test_safetensors.c (w_a, w_b, w_z)
+# the values of tests/hf/test_safetensors.c (w_a, w_b, w_z)
 a = np.array([[0.0, -1.5, 3.25], [0.001, 123456.789, -7.0]], dtype=np.float32)
 b = np.array([1.0, 1.01171875, 3.140625], dtype=np.float32).astype(ml_dtypes.bfloat16)
 z = np.array(7.5, dtype=np.float32)

@@ -6,8 +6,8 @@
  * Anything that would silently change the model (another architecture or
  * model_type, a rope scaling other than llama3, biases, an activation other
  * than silu) is an error naming the file and key. */
-#ifndef PESO_MODEL_HFCONFIG_H
-#define PESO_MODEL_HFCONFIG_H
+#ifndef PESO_HF_CONFIG_H
+#define PESO_HF_CONFIG_H
 
 #include "common/err.h"
 

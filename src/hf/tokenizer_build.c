@@ -1,13 +1,13 @@
 /* The small-vocabulary builder: byte-level BPE merges learned from texts
  * (peso_tok_build_small in tokenizer.h), written out as a tokenizer.json
  * tree and loaded like any other. */
-#include "model/tokenizer.h"
+#include "hf/tokenizer.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/json.h"
-#include "model/tokenizer_internal.h"
+#include "hf/tokenizer_internal.h"
 
 /* A distinct pre-token of the training texts as its current symbols. */
 struct word {

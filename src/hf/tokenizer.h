@@ -15,8 +15,8 @@
  * type BPE without dropout or subword prefixes/suffixes, merges as "a b"
  * strings or [a, b] pairs, normalizer null, decoder ByteLevel. Anything
  * else is refused at load with a message naming the file and key. */
-#ifndef PESO_MODEL_TOKENIZER_H
-#define PESO_MODEL_TOKENIZER_H
+#ifndef PESO_HF_TOKENIZER_H
+#define PESO_HF_TOKENIZER_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -10,8 +10,8 @@
  * .safetensors file, or the shards listed by a model.safetensors.index.json
  * ({"weight_map": {"tensor": "model-00001-of-00002.safetensors"}}). Every
  * error names the file and the tensor. */
-#ifndef PESO_MODEL_SAFETENSORS_H
-#define PESO_MODEL_SAFETENSORS_H
+#ifndef PESO_HF_SAFETENSORS_H
+#define PESO_HF_SAFETENSORS_H
 
 #include <stddef.h>
 #include <stdint.h>

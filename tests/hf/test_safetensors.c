@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/safetensors.h"
+#include "hf/safetensors.h"
 
 #define FIX PESO_FIXTURES "/model/"
 

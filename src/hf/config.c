@@ -1,4 +1,4 @@
-#include "model/hfconfig.h"
+#include "hf/config.h"
 
 #include <limits.h>
 #include <stdio.h>

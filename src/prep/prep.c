@@ -1,4 +1,4 @@
-#include "data/prep.h"
+#include "prep/prep.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/hfconfig.h"
+#include "hf/config.h"
 
 static char dir[64];
 static char path[128];
