@@ -65,16 +65,16 @@ int main(int argc, char **argv)
     int rc = peso_par_init(&par, 0, &err);
     if (rc == 0)
         rc = peso_run_open(&r, &c, &par, peso_par_log(&par), &err);
-    char name[sizeof r.meth.run + 8];
+    char name[sizeof r.run + 8];
     if (rc == 0) {
-        snprintf(name, sizeof name, "%s-eval", r.meth.run);
+        snprintf(name, sizeof name, "%s-eval", r.run);
         if (stage > r.n_blocks)
             rc = peso_errf(&err, "--stage %d: the dataset has stages 1-%d", stage, r.n_blocks);
     }
     if (rc == 0)
         rc = peso_train_load_checkpoint(&r, ckpt, &err);
     if (rc == 0)
-        rc = peso_train_evaluate(&r, stage, run ? run : name, r.meth.label, &err);
+        rc = peso_train_evaluate(&r, stage, run ? run : name, r.label, &err);
     if (rc < 0)
         return peso_par_fail(&par, "peso-eval", err.msg);
     peso_run_close(&r);

@@ -137,8 +137,8 @@ static const key_def keys[] = {
         "train on at most this many shuffled windows per stage and epoch (0 = all)"),
     INT("train.log_every", train.log_every, 1, 1e9, "10", "optimizer steps between progress lines"),
 
-    ENUM("method.name", method.name, "pretrain|single|peso|l2|ortho|output-kl|sumlora|sdlora|inflora", "peso",
-         "continual method of stages >= 2 (DESIGN.md \"Continual methods\")"),
+    STR("method.name", method.name, "peso",
+        "continual method of stages >= 2: a name in src/method/registry.c (README \"peso-train\" lists them)"),
     ENUM("method.variant", method.variant, "all|latest|all+inherit|latest+inherit", "all",
          "sumlora/sdlora/inflora: past adapters summed (all or the latest) and whether (A_t, B_t) "
          "start from (A_t-1, B_t-1)"),

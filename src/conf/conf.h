@@ -99,7 +99,7 @@ typedef struct peso_conf_train {
 } peso_conf_train;
 
 typedef struct peso_conf_method {
-    char name[PESO_CONF_NAME];     /* pretrain | single | peso | l2 | ortho | output-kl | sumlora | sdlora | inflora */
+    char name[PESO_CONF_NAME];     /* a method of src/method/registry.c */
     char variant[PESO_CONF_NAME];  /* all | latest | all+inherit | latest+inherit (cumulative family) */
     char group[PESO_CONF_NAME];    /* module | matrix | rank (peso) */
     double lambda;

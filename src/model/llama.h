@@ -13,8 +13,8 @@
  *   new output-head rows (PESO_LLAMA_HEAD_NEW). params and grads are each
  *   one device buffer of flat.numel floats;
  * - activations in one arena sized by peso_llama_acts_numel from B, T and
- *   the config (plus peso_llama_method_acts_numel for the continual
- *   methods below), grown only when a larger batch arrives.
+ *   the config (plus peso_llama_past_acts_numel for past adapters),
+ *   grown only when a larger batch arrives.
  *
  * Batches are right-padded: row b holds lens[b] real tokens at positions
  * 0..lens[b]-1 (RoPE positions 0, 1, ...), then padding. Labels follow the
@@ -25,15 +25,16 @@
  * head is computed only at label positions.
  *
  * Continual methods (DESIGN.md "Continual methods") hook into the same
- * passes:
+ * passes without the model knowing them:
  * - cumulative family (peso_llama_set_past): frozen past adapters add
  *   sum_i alpha_i Bhat_i Ahat_i to every adapted projection, in every
  *   forward (training, logits, hidden mean, decode);
- * - InfLoRA: peso_llama_set_freeze_a (B trained alone) and
- *   peso_llama_input_cov (the modules' input covariance);
- * - output-KL (peso_llama_set_output_kl): a per-token KL between the
- *   modules' LoRA outputs under v_t and v_{t-1}, added to the training
- *   passes and reported in peso_llama_loss.prox. */
+ * - peso_llama_set_freeze_a: B trained alone (InfLoRA);
+ * - the projection hook (peso_llama_set_hook): a method sees every
+ *   adapted projection's input and output in the training and observing
+ *   passes and its output gradient in the backward (InfLoRA's input
+ *   covariance and the output-KL term are written that way, in
+ *   src/method/). */
 #ifndef PESO_MODEL_LLAMA_H
 #define PESO_MODEL_LLAMA_H
 
@@ -89,7 +90,6 @@ typedef struct peso_llama_loss {
     double sum;  /* sum of the per-token cross-entropies */
     long count;  /* label tokens */
     double mean; /* sum / count; 0 when count is 0 */
-    double prox; /* the output-KL term, scale included; 0 when off */
 } peso_llama_loss;
 
 typedef struct peso_llama_layer {
@@ -110,15 +110,45 @@ typedef struct peso_llama_past {
     size_t tmp_rows;
 } peso_llama_past;
 
-/* The output-KL regularizer (see peso_llama_set_output_kl). */
-typedef struct peso_llama_okl {
-    float *prev;           /* device [lora_span]: v_{t-1}; NULL = off */
-    double scale;          /* factor of the term, 1.0 until set */
-    float *hz, *hzp, *hdz; /* host staging of z, z_prev and dz */
-    size_t hcap;           /* floats of each */
-} peso_llama_okl;
+typedef struct peso_llama peso_llama;
 
-typedef struct peso_llama {
+/* Which pass a projection hook is called from. */
+typedef enum peso_llama_pass {
+    PESO_LLAMA_PASS_LOSS = 0, /* peso_llama_forward */
+    PESO_LLAMA_PASS_TRAIN,    /* peso_llama_forward_backward */
+    PESO_LLAMA_PASS_OBSERVE,  /* peso_llama_observe */
+} peso_llama_pass;
+
+/* One adapted projection of the staged batch, as a hook sees it. Rows
+ * are the B*T positions of the right-padded batch (row b * T + t is a
+ * real token when t < lens[b]). */
+typedef struct peso_llama_site {
+    peso_llama_pass pass;
+    int layer;
+    peso_lora_proj proj;
+    const peso_lora_module *mod; /* its adapter (lora.mods[module]) */
+    int module;
+    int B, T;
+    const int32_t *lens; /* host [B] */
+    const float *x;      /* device [B*T, in]: the projection's input */
+    const float *lu;     /* device [B*T, rank]: x A^T */
+    float *y;            /* device [B*T, out]: where the output was added */
+} peso_llama_site;
+
+/* A per-projection hook (peso_llama_set_hook). Either callback may be
+ * NULL. forward runs after every adapted projection of the LOSS, TRAIN
+ * and OBSERVE passes (not logits, hidden mean or decode); it may read x
+ * and lu, add to y, and add to m->grads (the trainable gradient of a term
+ * whose input is held constant). backward runs in a TRAIN pass's
+ * backward with dy = dL/dy [B*T, out], before it flows into the
+ * adapter, the weight and x. A callback's error stops the pass. */
+typedef struct peso_llama_hook {
+    int (*forward)(void *ctx, peso_llama *m, const peso_llama_site *s, peso_err *err);
+    int (*backward)(void *ctx, peso_llama *m, const peso_llama_site *s, const float *dy, peso_err *err);
+    void *ctx;
+} peso_llama_hook;
+
+struct peso_llama {
     peso_llama_config cfg; /* vocab_size = base_vocab + n_new */
     char dir[1024];        /* the folder it was loaded from */
     int base_vocab, n_new;
@@ -138,9 +168,9 @@ typedef struct peso_llama {
     float *params, *grads; /* device [flat.numel]; grads has PESO_LLAMA_GRAD_TAIL more */
     int freeze_a;          /* the backward leaves every A's gradient alone */
     peso_llama_past past;
-    peso_llama_okl okl;
+    peso_llama_hook hook; /* forward and backward NULL: none */
     peso_llama_acts *acts;
-} peso_llama;
+};
 
 /* Loads dir (config.json, model.safetensors or model.safetensors.index.json)
  * onto be, lays out the trainable flat and initialises it (PEFT init for
@@ -161,23 +191,20 @@ size_t peso_llama_base_numel(const peso_llama_config *c);
 size_t peso_llama_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T, int keep);
 /* Floats of the backward scratch (activation gradients) for [B, T]. */
 size_t peso_llama_grad_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T);
-/* Floats the continual methods add to the arena of peso_llama_acts_numel:
+/* Floats past adapters add to the arena of peso_llama_acts_numel:
  * n_past_kept past adapters whose x Ahat_i^T [B*T, rank] is kept per
  * module for the magnitudes' gradient (learnable magnitudes with keep = 1;
  * 0 otherwise: a forward-only pass uses one model-owned [B*T, rank]
- * scratch), and with output_kl the term's z and z_prev [B*T, widest
- * adapted output] and x A_prev^T, dz B [B*T, rank], shared by all
- * modules. */
-size_t peso_llama_method_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T,
-                                    int keep, int n_past_kept, int output_kl);
+ * scratch). */
+size_t peso_llama_past_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T, int keep,
+                                  int n_past_kept);
 
 /* The loss of a batch (labels required), nothing kept for a backward. */
 int peso_llama_forward(peso_llama *m, const peso_llama_batch *b, peso_llama_loss *loss, peso_err *err);
 /* Forward and backward: grads += grad_scale * d(loss.sum)/d(params), so
  * grad_scale = 1 / (label tokens of the global batch) gives the gradient
- * of the mean, plus d(loss.prox)/d(params) (not multiplied by
- * grad_scale: the output-KL scale is the term's whole factor). Only
- * trainable tensors get gradients. */
+ * of the mean (plus what the hook adds). Only trainable tensors get
+ * gradients. */
 int peso_llama_forward_backward(peso_llama *m, const peso_llama_batch *b, float grad_scale,
                                 peso_llama_loss *loss, peso_err *err);
 int peso_llama_zero_grads(peso_llama *m, peso_err *err);
@@ -230,36 +257,14 @@ int peso_llama_set_past(peso_llama *m, int n_past, const float *const *past, con
  * views stay as they were, for every term); B's as before. */
 int peso_llama_set_freeze_a(peso_llama *m, int freeze);
 
-/* InfLoRA's input statistics: a forward over b (labels ignored), and for
- * every adapted module, in lora.mods order, ADDS X^T X into cov, X the
- * module's input rows of the real tokens (t < lens[b], padding excluded).
- * cov holds consecutive [in, in] row-major blocks, module after module
- * (module i's block starts at the sum of in_j^2 over j < i); modules that
- * share an input (q/k/v, gate/up) each get their own copy. The products
- * are float32 on the backend, summed into cov in double, each block
- * exactly symmetric. *n_tok += the real tokens of b (nothing is added on
- * an error in the batch). */
-int peso_llama_input_cov(peso_llama *m, const peso_llama_batch *b, double *cov, long *n_tok, peso_err *err);
-/* Doubles of cov: the sum of in^2 over the adapted modules. */
-size_t peso_llama_input_cov_numel(const peso_llama *m);
+/* The hook of the next passes (copied; NULL or both callbacks NULL:
+ * none). */
+void peso_llama_set_hook(peso_llama *m, const peso_llama_hook *h);
 
-/* Output-KL regularizer. With prev (host, m's flat layout, only the LoRA
- * views read; copied to the device) the training passes add, for every
- * adapted module and every real token,
- *   scale * KL(softmax(z) || softmax(z_prev)),
- *   z = scaling (x A^T) B^T, z_prev = scaling (x A_prev^T) B_prev^T,
- * rows over the module's out features, x the module's input. Its
- * gradient reaches the module's A and B only: x is a constant of the term
- * (stop-gradient), so nothing of it flows into dx and on through the
- * network. The term's value is loss.prox of peso_llama_forward and
- * peso_llama_forward_backward; logits, hidden mean, decode and the input
- * covariance leave it out. The softmax-KL itself is peso_prox_output_kl
- * on the host: z and z_prev are downloaded and dz uploaded (a copy on the
- * cpu backend; a GPU backend would add it as an op). prev NULL turns the
- * term off. */
-int peso_llama_set_output_kl(peso_llama *m, const float *prev, peso_err *err);
-/* The term's factor for the next passes (1.0 until set). */
-void peso_llama_output_kl_scale(peso_llama *m, double scale);
+/* A forward of the decoder layers over b (labels ignored, no head and no
+ * loss) that only calls the hook, in PESO_LLAMA_PASS_OBSERVE: for
+ * statistics of the modules' inputs. */
+int peso_llama_observe(peso_llama *m, const peso_llama_batch *b, peso_err *err);
 
 /* ---- batch files ----
  * HDF5 with int datasets /input_ids [B, T], /attention_mask [B, T]

@@ -19,16 +19,10 @@ static float *bump(float *base, size_t *off, size_t n)
     return p;
 }
 
-/* What the continual methods add to the arena. */
-typedef struct extras {
-    int n_past_kept; /* past adapters whose x Ahat_i^T is kept per module */
-    int okl_width;   /* output-KL scratch width; 0 without the term */
-} extras;
-
 /* Sizes the arena (base NULL) or hands out its pointers into ac (when not
- * NULL). */
-static size_t layout(const peso_llama_config *c, const peso_lora_conf *l, size_t N, int keep,
-                     const extras *ex, float *base, peso_llama_acts *ac)
+ * NULL); n_past_kept past adapters keep their x Ahat_i^T per module. */
+static size_t layout(const peso_llama_config *c, const peso_lora_conf *l, size_t N, int keep, int n_past_kept,
+                     float *base, peso_llama_acts *ac)
 {
     size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size;
     size_t Hq = (size_t)c->num_attention_heads * (size_t)c->head_dim;
@@ -59,9 +53,9 @@ static size_t layout(const peso_llama_config *c, const peso_lora_conf *l, size_t
             for (int p = 0; p < PESO_LORA_NPROJ; p++)
                 if (l->targets & (1u << p))
                     a->lu[p] = bump(base, &off, N * r);
-            for (int p = 0; p < PESO_LORA_NPROJ && keep && ex->n_past_kept; p++)
+            for (int p = 0; p < PESO_LORA_NPROJ && keep && n_past_kept; p++)
                 if (l->targets & (1u << p))
-                    a->plu[p] = bump(base, &off, (size_t)ex->n_past_kept * N * r);
+                    a->plu[p] = bump(base, &off, (size_t)n_past_kept * N * r);
         } else if (la) {
             *a = la[0];
         }
@@ -70,36 +64,23 @@ static size_t layout(const peso_llama_config *c, const peso_lora_conf *l, size_t
         x = a->xout;
     }
     float *f = bump(base, &off, N * C), *rs = bump(base, &off, N);
-    float *oz = NULL, *ozp = NULL, *olu = NULL, *odlu = NULL;
-    if (ex->okl_width) {
-        oz = bump(base, &off, N * (size_t)ex->okl_width);
-        ozp = bump(base, &off, N * (size_t)ex->okl_width);
-        olu = bump(base, &off, N * r);
-        odlu = bump(base, &off, N * r);
-    }
     if (ac) {
         ac->xf = f;
         ac->rstdf = rs;
-        ac->oz = oz;
-        ac->ozp = ozp;
-        ac->olu = olu;
-        ac->odlu = odlu;
     }
     return off;
 }
 
 size_t peso_llama_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T, int keep)
 {
-    extras none = {0, 0};
-    return layout(c, l, (size_t)B * (size_t)T, keep, &none, NULL, NULL);
+    return layout(c, l, (size_t)B * (size_t)T, keep, 0, NULL, NULL);
 }
 
-size_t peso_llama_method_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T,
-                                    int keep, int n_past_kept, int output_kl)
+size_t peso_llama_past_acts_numel(const peso_llama_config *c, const peso_lora_conf *l, int B, int T, int keep,
+                                  int n_past_kept)
 {
-    extras ex = {l->targets ? n_past_kept : 0, l->targets && output_kl ? peso_llama_okl_width(c, l) : 0};
     size_t N = (size_t)B * (size_t)T;
-    return layout(c, l, N, keep, &ex, NULL, NULL) - peso_llama_acts_numel(c, l, B, T, keep);
+    return layout(c, l, N, keep, l->targets ? n_past_kept : 0, NULL, NULL) - peso_llama_acts_numel(c, l, B, T, keep);
 }
 
 static size_t grad_layout(const peso_llama_config *c, const peso_lora_conf *l, size_t N, float *base,
@@ -270,19 +251,16 @@ int peso_llama_prepare(peso_llama *m, const peso_llama_batch *b, int keep, peso_
     int N = b->B * b->T;
     if (grow_staging(m, N, b->B, err) < 0 || stage_batch(m, b, err) < 0)
         return -1;
-    extras ex = {keep ? peso_llama_past_kept(m) : 0,
-                 m->okl.prev ? peso_llama_okl_width(&m->cfg, &m->lora.conf) : 0};
-    size_t need = layout(&m->cfg, &m->lora.conf, (size_t)N, keep, &ex, NULL, NULL);
+    int kept = keep ? peso_llama_past_kept(m) : 0;
+    size_t need = layout(&m->cfg, &m->lora.conf, (size_t)N, keep, kept, NULL, NULL);
     if (grow_dev(m->be, (void **)&a->mem, &a->cap, need, sizeof(float), err) < 0)
         return -1;
-    layout(&m->cfg, &m->lora.conf, (size_t)N, keep, &ex, a->mem, a);
+    layout(&m->cfg, &m->lora.conf, (size_t)N, keep, kept, a->mem, a);
     a->B = b->B;
     a->T = b->T;
     a->keep = keep;
-    /* the hooks are off until the pass's entry point turns them on */
-    a->okl = PESO_OKL_OFF;
-    a->okl_sum = 0.0;
-    a->cov = NULL;
+    /* the hook is off until the pass's entry point turns it on */
+    a->hooked = 0;
     return 0;
 }
 

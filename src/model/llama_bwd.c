@@ -10,9 +10,10 @@ static int zero(peso_llama *m, float *p, size_t n, peso_err *err)
     return m->be->zero(m->be, p, n * sizeof(float), err);
 }
 
-/* Backward of proj(): dx += dy W + scaling dy B A + sum_i alpha_i dy Bhat_i
- * Ahat_i, dB += scaling dy^T (x A^T), dA += (scaling dy B)^T x (not with
- * freeze_a), and the magnitudes' gradient (llama_past.c). */
+/* Backward of proj(): the hook's backward sees dy first; dx += dy W +
+ * scaling dy B A + sum_i alpha_i dy Bhat_i Ahat_i, dB += scaling dy^T
+ * (x A^T), dA += (scaling dy B)^T x (not with freeze_a), and the
+ * magnitudes' gradient (llama_past.c). */
 static int proj_backward(peso_llama *m, int l, peso_lora_proj p, float *dx, const float *dy, const float *x,
                          peso_err *err)
 {
@@ -22,6 +23,11 @@ static int proj_backward(peso_llama *m, int l, peso_lora_proj p, float *dx, cons
     int N = m->acts->B * m->acts->T, in, out;
     peso_lora_proj_dims(&m->cfg, p, &in, &out);
     const peso_lora_module *md = peso_lora_find(&m->lora, l, p);
+    if (md && m->hook.backward) {
+        peso_llama_site s = peso_llama_site_of(m, l, p, x, a->lu[p], NULL);
+        if (m->hook.backward(m->hook.ctx, m, &s, dy, err) < 0)
+            return peso_err_prefix(err, "layer %d %s hook backward", l, peso_lora_proj_name(p));
+    }
     if (md) {
         int r = m->lora.conf.rank, mi = m->lora.index[l * PESO_LORA_NPROJ + p];
         float *da = m->freeze_a ? NULL : m->grads + md->a_off;

@@ -49,16 +49,40 @@ int peso_llama_proj(peso_llama *m, int l, peso_lora_proj p, int N, float *y, con
     return peso_linear(be, y, lu, m->params + md->b_off, PESO_F32, N, out, r, m->lora.scaling, 1.0f, err);
 }
 
-/* The staged batch's N = B*T rows, with the layer's kept products and the
- * pass's output-KL and input-covariance hooks, which see the module's
- * input x and x A^T. */
+peso_llama_site peso_llama_site_of(const peso_llama *m, int l, peso_lora_proj p, const float *x, const float *lu,
+                                   float *y)
+{
+    const peso_llama_acts *ac = m->acts;
+    int mi = m->lora.index[l * PESO_LORA_NPROJ + p];
+    peso_llama_site s = {
+        .pass = ac->pass,
+        .layer = l,
+        .proj = p,
+        .mod = mi >= 0 ? &m->lora.mods[mi] : NULL,
+        .module = mi,
+        .B = ac->B,
+        .T = ac->T,
+        .lens = ac->h_lens,
+        .x = x,
+        .lu = lu,
+        .y = y,
+    };
+    return s;
+}
+
+/* The staged batch's N = B*T rows, with the layer's kept products; the
+ * hook sees every adapted projection of a hooked pass. */
 static int proj(peso_llama *m, int l, peso_lora_proj p, float *y, const float *x, float beta, peso_err *err)
 {
     peso_layer_acts *a = &m->acts->layer[l];
-    if (peso_llama_proj(m, l, p, m->acts->B * m->acts->T, y, x, a->lu[p], a->plu[p], beta, err) < 0 ||
-        peso_llama_okl_module(m, l, p, x, a->lu[p], err) < 0)
+    if (peso_llama_proj(m, l, p, m->acts->B * m->acts->T, y, x, a->lu[p], a->plu[p], beta, err) < 0)
         return -1;
-    return peso_llama_cov_module(m, l, p, x, err);
+    if (!m->acts->hooked || !m->hook.forward || !peso_lora_find(&m->lora, l, p))
+        return 0;
+    peso_llama_site s = peso_llama_site_of(m, l, p, x, a->lu[p], y);
+    if (m->hook.forward(m->hook.ctx, m, &s, err) < 0)
+        return peso_err_prefix(err, "layer %d %s hook", l, peso_lora_proj_name(p));
+    return 0;
 }
 
 static int copy_if(peso_backend *be, float *dst, const float *src, size_t n, peso_err *err)
@@ -155,11 +179,11 @@ int peso_llama_forward(peso_llama *m, const peso_llama_batch *b, peso_llama_loss
         return peso_errf(err, "loss: the batch has no labels");
     if (peso_llama_prepare(m, b, 0, err) < 0)
         return -1;
-    m->acts->okl = m->okl.prev ? PESO_OKL_VALUE : PESO_OKL_OFF;
-    if (peso_llama_run_layers(m, err) < 0 || head_loss(m, 0.0f, NULL, NULL, loss, err) < 0)
+    m->acts->pass = PESO_LLAMA_PASS_LOSS;
+    m->acts->hooked = 1;
+    if (peso_llama_run_layers(m, err) < 0)
         return -1;
-    loss->prox = m->acts->okl_sum;
-    return 0;
+    return head_loss(m, 0.0f, NULL, NULL, loss, err);
 }
 
 int peso_llama_forward_backward(peso_llama *m, const peso_llama_batch *b, float grad_scale,
@@ -169,17 +193,12 @@ int peso_llama_forward_backward(peso_llama *m, const peso_llama_batch *b, float 
         return peso_errf(err, "loss: the batch has no labels");
     if (peso_llama_prepare(m, b, 1, err) < 0)
         return -1;
-    /* the output-KL's gradient is complete in the forward (x is constant
-     * for it), so it is added there */
-    m->acts->okl = m->okl.prev ? PESO_OKL_GRAD : PESO_OKL_OFF;
+    m->acts->pass = PESO_LLAMA_PASS_TRAIN;
+    m->acts->hooked = 1;
     if (peso_llama_run_layers(m, err) < 0)
         return -1;
-    if (m->acts->n_lab == 0) {
-        if (head_loss(m, 0.0f, NULL, NULL, loss, err) < 0)
-            return -1;
-        loss->prox = m->acts->okl_sum;
-        return 0;
-    }
+    if (m->acts->n_lab == 0)
+        return head_loss(m, 0.0f, NULL, NULL, loss, err);
     if (peso_llama_prepare_grads(m, err) < 0)
         return -1;
     peso_grad_acts *g = &m->acts->g;
@@ -188,8 +207,28 @@ int peso_llama_forward_backward(peso_llama *m, const peso_llama_batch *b, float 
     if (m->be->zero(m->be, g->dxn, nc * sizeof(float), err) < 0 ||
         head_loss(m, grad_scale, g->dxn, dhead, loss, err) < 0)
         return -1;
-    loss->prox = m->acts->okl_sum;
     return peso_llama_backward_layers(m, err);
+}
+
+void peso_llama_set_hook(peso_llama *m, const peso_llama_hook *h)
+{
+    if (h)
+        m->hook = *h;
+    else
+        memset(&m->hook, 0, sizeof m->hook);
+}
+
+int peso_llama_observe(peso_llama *m, const peso_llama_batch *b, peso_err *err)
+{
+    peso_llama_batch nolabels = *b;
+    nolabels.labels = NULL;
+    if (peso_llama_prepare(m, &nolabels, 0, err) < 0)
+        return -1;
+    m->acts->pass = PESO_LLAMA_PASS_OBSERVE;
+    m->acts->hooked = 1;
+    int rc = peso_llama_run_layers(m, err);
+    m->acts->hooked = 0;
+    return rc;
 }
 
 /* One product per table segment (frozen rows, new rows): the segments

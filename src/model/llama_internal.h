@@ -33,20 +33,12 @@ typedef struct peso_grad_acts {
     float *dlu; /* dL/d (x A^T) [N, r] */
 } peso_grad_acts;
 
-typedef struct peso_cov_pass peso_cov_pass;
-
-/* What a pass runs besides the model (llama_okl.c, llama_cov.c). */
-typedef enum peso_okl_mode { PESO_OKL_OFF = 0, PESO_OKL_VALUE, PESO_OKL_GRAD } peso_okl_mode;
-
 struct peso_llama_acts {
     /* the batch of the last forward */
     int B, T, keep, n_lab;
-    /* output-KL of this pass: mode and value so far */
-    peso_okl_mode okl;
-    double okl_sum;
-    float *oz, *ozp;    /* [N, widest output]: z, z_prev; dz goes into oz */
-    float *olu, *odlu;  /* [N, r]: x A_prev^T, dz B */
-    peso_cov_pass *cov; /* input covariance of this pass, or NULL */
+    /* the pass the hook is told; hooked = 0: the hook is not called */
+    peso_llama_pass pass;
+    int hooked;
     /* arena and scratch, device */
     float *mem, *gmem;
     size_t cap, gcap;
@@ -65,6 +57,9 @@ void peso_llama_acts_free(peso_llama *m);
 /* Lays out the arena for batch b (growing it when needed), stages ids,
  * positions, lengths and label positions on the device. */
 int peso_llama_prepare(peso_llama *m, const peso_llama_batch *b, int keep, peso_err *err);
+/* The hook's site for projection p of layer l on the staged batch. */
+peso_llama_site peso_llama_site_of(const peso_llama *m, int l, peso_lora_proj p, const float *x, const float *lu,
+                                   float *y);
 /* Forward up to the final norm on the staged batch. */
 int peso_llama_run_layers(peso_llama *m, peso_err *err);
 /* The head as a peso_table: frozen rows from wmem, new rows from params. */
@@ -94,20 +89,6 @@ int peso_llama_past_backward(peso_llama *m, int mi, int N, float *dx, const floa
 int peso_llama_past_kept(const peso_llama *m);
 void peso_llama_past_free(peso_llama *m);
 
-/* ---- output-KL (llama_okl.c) ---- */
-/* The widest out features of an adapted projection. */
-int peso_llama_okl_width(const peso_llama_config *c, const peso_lora_conf *l);
-/* The term of module p of layer l on the staged batch (x its input, lu =
- * x A^T): value into acts->okl_sum and, in PESO_OKL_GRAD, its gradient
- * into A and B. No-op when the pass has no output-KL or p no adapter. */
-int peso_llama_okl_module(peso_llama *m, int l, peso_lora_proj p, const float *x, const float *lu,
-                          peso_err *err);
-void peso_llama_okl_free(peso_llama *m);
-
-/* ---- input covariance (llama_cov.c) ---- */
-/* Adds module p of layer l's X^T X (real rows of the staged batch) to the
- * pass's covariance. No-op when the pass has none or p no adapter. */
-int peso_llama_cov_module(peso_llama *m, int l, peso_lora_proj p, const float *x, peso_err *err);
 /* Logits over the whole vocabulary for n_pos hidden states hs (device,
  * [n_pos, hidden], after the final norm) into out (host [n_pos, V]). */
 int peso_llama_head_logits(peso_llama *m, const float *hs, int n_pos, float *out, peso_err *err);

@@ -244,7 +244,6 @@ int peso_llama_load(peso_llama **out, const char *dir, peso_backend *be, const p
     snprintf(path, sizeof path, "%s/config.json", dir);
     m->be = be;
     m->wdt = PESO_F32;
-    m->okl.scale = 1.0;
     if (peso_llama_config_load(&m->cfg, path, err) < 0 || peso_llama_config_check(&m->cfg, path, err) < 0) {
         free(m);
         return -1;
@@ -276,7 +275,6 @@ void peso_llama_free(peso_llama *m)
         return;
     peso_llama_acts_free(m);
     peso_llama_past_free(m);
-    peso_llama_okl_free(m);
     m->be->free(m->be, m->wmem);
     m->be->free(m->be, m->inv_freq);
     m->be->free(m->be, m->params);

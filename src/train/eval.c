@@ -14,30 +14,26 @@
 int peso_train_load_checkpoint(peso_run *r, const char *path, peso_err *err)
 {
     peso_ckpt ck;
-    peso_stage s = {0};
     peso_llama *m = r->m;
+    peso_stage s = {.ms = {.meth = r->meth, .c = r->c, .m = m, .log = r->log}};
     float *params = peso_malloc(m->flat.numel * sizeof *params);
     int rc = peso_llama_get_params(m, params, err);
     if (rc == 0)
         rc = peso_ckpt_read(path, &ck, err);
     if (rc == 0) {
         int stage1 = ck.stage == 1;
+        s.t = s.ms.t = ck.stage;
         peso_ckpt_free(&ck);
         rc = peso_train_ckpt_open(r, path, stage1, &ck, err);
     }
     if (rc == 0)
         rc = peso_train_ckpt_state(r, &ck, params, &s, err);
-    if (rc == 0 && s.n_past && r->meth.name != PESO_M_SDLORA) {
-        s.alpha = peso_malloc((size_t)s.n_past * sizeof *s.alpha);
-        for (int i = 0; i < s.n_past; i++)
-            s.alpha[i] = 1.0f;
-    }
     if (rc == 0)
         rc = peso_llama_set_params(m, params, err);
-    if (rc == 0)
-        rc = peso_llama_set_past(m, s.n_past, (const float *const *)s.past, s.alpha, err);
+    if (rc == 0 && r->meth->install)
+        rc = r->meth->install(&s.ms, err);
     peso_ckpt_free(&ck);
-    peso_stage_free(&s, m->lora.n_modules);
+    peso_stage_free(&s); /* the model keeps what install put on it */
     free(params);
     return rc;
 }
@@ -105,9 +101,9 @@ static int eval_split(peso_run *r, int stage, int split, const char *run, const 
         .run = run,
         .method = label,
         .name = c->method.name,
-        .variant = r->meth.cumulative ? c->method.variant : NULL,
-        .group = r->meth.name == PESO_M_PESO ? c->method.group : NULL,
-        .lambda = r->meth.prox ? c->method.lambda : 0.0,
+        .variant = r->meth->flags & PESO_METHOD_VARIANT ? c->method.variant : NULL,
+        .group = r->meth->flags & PESO_METHOD_GROUP ? c->method.group : NULL,
+        .lambda = r->meth->flags & PESO_METHOD_LAMBDA ? c->method.lambda : 0.0,
         .stage = stage,
         .split = split_name,
         .mean = mean,
@@ -162,7 +158,7 @@ void peso_train_eval_summary(const peso_run *r)
         return;
     int i5 = peso_metrics_k_index(avg.k, avg.n_k, 5), i10 = peso_metrics_k_index(avg.k, avg.n_k, 10);
     fprintf(r->log, "eval mean over stages %s (%s): hit@5 %.4f hit@10 %.4f ndcg@5 %.4f ndcg@10 %.4f%s%s\n", list,
-            r->meth.label, avg.hit[i5], avg.hit[i10], avg.ndcg[i5], avg.ndcg[i10],
+            r->label, avg.hit[i5], avg.hit[i10], avg.ndcg[i5], avg.ndcg[i10],
             *missing ? "; not evaluated in this run: stages " : "", missing);
     fflush(r->log);
 }
@@ -180,8 +176,8 @@ int peso_train_eval_serve(peso_run *r, peso_err *err)
         }
         int one = stage == 1;
         if (peso_train_load_checkpoint(r, path, err) < 0 ||
-            peso_train_evaluate(r, stage, one ? PESO_STAGE1_METHOD : r->meth.run,
-                                one ? PESO_STAGE1_METHOD : r->meth.label, err) < 0)
+            peso_train_evaluate(r, stage, one ? PESO_STAGE1_METHOD : r->run,
+                                one ? PESO_STAGE1_METHOD : r->label, err) < 0)
             return peso_err_prefix(err, "evaluating %s on stage %d", path, stage);
     }
 }

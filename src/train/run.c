@@ -1,4 +1,4 @@
-/* Opening a run: the method from the config, the dataset (prepared when
+/* Opening a run: the method of the config (method/method.h), the dataset (prepared when
  * needed), the model folder (generated when model.path is ""), the
  * semantic-ID tokens added to its tokenizer and the model loaded with
  * them as trainable new rows. */
@@ -13,43 +13,6 @@
 #include "prep/prep.h"
 #include "model/init.h"
 #include "train/train.h"
-
-static const char *const method_names[] = {"pretrain", "single",    "peso",    "l2",     "ortho",
-                                           "output-kl", "sumlora", "sdlora", "inflora"};
-
-int peso_method_from_conf(peso_method *m, const peso_conf *c, peso_err *err)
-{
-    memset(m, 0, sizeof *m);
-    size_t n = sizeof method_names / sizeof method_names[0];
-    size_t i = 0;
-    while (i < n && strcmp(method_names[i], c->method.name) != 0)
-        i++;
-    if (i == n)
-        return peso_errf(err, "%s: key 'method.name': unknown method '%s'", c->source, c->method.name);
-    m->name = (peso_method_name)i;
-    m->cumulative = m->name >= PESO_M_SUMLORA;
-    m->prox = m->name >= PESO_M_PESO && m->name <= PESO_M_OUTPUT_KL;
-    if (m->cumulative) {
-        m->latest = strncmp(c->method.variant, "latest", 6) == 0;
-        m->inherit = strstr(c->method.variant, "+inherit") != NULL;
-        snprintf(m->label, sizeof m->label, "%s %s", c->method.name, c->method.variant);
-        snprintf(m->run, sizeof m->run, "%s-%s", c->method.name, c->method.variant);
-    } else {
-        m->inherit = m->name != PESO_M_PRETRAIN;
-        if (m->name == PESO_M_PESO && strcmp(c->method.group, "module") != 0)
-            snprintf(m->label, sizeof m->label, "peso group=%s", c->method.group);
-        else
-            snprintf(m->label, sizeof m->label, "%s", c->method.name);
-        if (m->prox)
-            snprintf(m->run, sizeof m->run, "%s-lambda%g", m->label, c->method.lambda);
-        else
-            snprintf(m->run, sizeof m->run, "%s", m->label);
-    }
-    for (char *p = m->run; *p; p++)
-        if (*p == ' ' || *p == '=')
-            *p = '-';
-    return 0;
-}
 
 /* The dataset of c, made by peso-prep's code when missing or stale. */
 static int open_dataset(peso_run *r, peso_err *err)
@@ -154,22 +117,10 @@ static int open_model(peso_run *r, peso_err *err)
         return peso_err_prefix(err, "%s: key 'model.lora_targets'", c->source);
     o.n_new = n_new;
     o.seed = c->seed;
-    o.n_magnitudes = r->meth.name == PESO_M_SDLORA ? r->n_blocks - 1 : 0;
+    o.n_magnitudes = r->meth->flags & PESO_METHOD_MAGNITUDES ? r->n_blocks - 1 : 0;
     r->be = peso_backend_create("cpu", err);
     if (!r->be || peso_llama_load(&r->m, r->model_dir, r->be, &o, err) < 0)
         return -1;
-    const peso_lora *l = &r->m->lora;
-    for (int i = 0; i < l->n_modules; i++) {
-        size_t ea = l->mods[i].a_off + (size_t)l->conf.rank * l->mods[i].in;
-        size_t eb = l->mods[i].b_off + (size_t)l->mods[i].out * l->conf.rank;
-        r->lora_end = ea > r->lora_end ? ea : r->lora_end;
-        r->lora_end = eb > r->lora_end ? eb : r->lora_end;
-    }
-    const peso_view *mag = peso_flat_find(&r->m->flat, PESO_LLAMA_MAGNITUDES);
-    if (mag) {
-        r->mag_off = mag->offset;
-        r->n_mag = mag->numel;
-    }
     return 0;
 }
 
@@ -181,9 +132,9 @@ int peso_run_open(peso_run *r, const peso_conf *c, const peso_par *par, FILE *lo
     r->log = log;
     if (c->threads > 0)
         omp_set_num_threads((int)c->threads);
-    if (peso_method_from_conf(&r->meth, c, err) < 0)
+    if (peso_method_of_conf(c, &r->meth, r->label, sizeof r->label, r->run, sizeof r->run, err) < 0)
         return -1;
-    snprintf(r->run_dir, sizeof r->run_dir, "%s/%s", c->out_dir, r->meth.run);
+    snprintf(r->run_dir, sizeof r->run_dir, "%s/%s", c->out_dir, r->run);
     /* world rank 0 makes the shared files; the others wait and read them */
     int maker = par->rank == 0;
     if (maker && (peso_mkdir_p(c->out_dir, err) < 0 || open_dataset(r, err) < 0))

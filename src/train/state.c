@@ -1,71 +1,38 @@
 /* A run's state to and from checkpoint files (ckpt/ckpt.h): the model's
- * flat, the past adapters of the cumulative family, InfLoRA's bases and
+ * flat, the method's own content (method/method.h), the best epoch and
  * the optimizer, with the checks that refuse a file made for another
- * config. */
+ * config; the partial checkpoints of a stage and resuming from one. */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "train/internal.h"
-
-#define WRAPPER "base_model.model."
 
 void peso_train_stage_path(char *out, size_t n, const char *dir, int t)
 {
     snprintf(out, n, "%s/stage-%d.h5", dir, t);
 }
 
-void peso_stage_free(peso_stage *s, int n_modules)
+void peso_stage_free(peso_stage *s)
 {
-    free(s->prev);
-    for (int i = 0; i < s->n_past; i++)
-        free(s->past[i]);
-    free(s->past);
-    free(s->alpha);
-    if (s->basis)
-        for (int i = 0; i < n_modules; i++)
-            free(s->basis[i]);
-    free(s->basis);
-    free(s->basis_k);
-    free(s->cov);
+    peso_method_stage_free(&s->ms);
     free(s->best);
     memset(s, 0, sizeof *s);
-}
-
-peso_flat peso_train_lora_flat(const peso_run *r)
-{
-    peso_flat f = r->m->flat;
-    f.n_views = 2 * (size_t)r->m->lora.n_modules;
-    f.numel = r->lora_end;
-    return f;
 }
 
 peso_flat peso_train_base_flat(const peso_run *r)
 {
     peso_flat f = r->m->flat;
-    if (r->n_mag)
+    if (r->m->n_magnitudes)
         f.n_views--;
     return f;
 }
 
-static int add_bases(const peso_run *r, const peso_stage *s, peso_ckpt *ck, peso_err *err)
+const char *peso_train_stage_dir(const peso_run *r, int t)
 {
-    const peso_lora *l = &r->m->lora;
-    float *k = peso_malloc((size_t)l->n_modules * sizeof *k);
-    for (int i = 0; i < l->n_modules; i++)
-        k[i] = (float)s->basis_k[i];
-    int64_t shape[2] = {l->n_modules, 0};
-    int rc = peso_ckpt_add(ck, "inflora/k", 1, shape, k, err);
-    free(k);
-    for (int i = 0; rc == 0 && i < l->n_modules; i++) {
-        if (!s->basis_k[i])
-            continue;
-        char path[64];
-        snprintf(path, sizeof path, "inflora/basis/%d", i);
-        int64_t sh[2] = {s->basis_k[i], l->mods[i].in};
-        rc = peso_ckpt_add(ck, path, 2, sh, s->basis[i], err);
-    }
-    return rc;
+    return t == 1 ? r->c->out_dir : r->run_dir;
 }
 
 int peso_train_ckpt_write(peso_run *r, const peso_stage *s, const peso_optim *o, const char *path,
@@ -77,7 +44,7 @@ int peso_train_ckpt_write(peso_run *r, const peso_stage *s, const peso_optim *o,
     char *config = peso_conf_dump(r->c);
     char fp[17];
     peso_conf_data_fingerprint(r->c, fp);
-    peso_ckpt_set_text(&ck, s->t == 1 ? PESO_STAGE1_METHOD : r->meth.label, fp, config);
+    peso_ckpt_set_text(&ck, s->t == 1 ? PESO_STAGE1_METHOD : r->label, fp, config);
     free(config);
     peso_ckpt_shape_of(&ck.shape, &m->cfg, &m->lora.conf);
     ck.kind = kind;
@@ -87,17 +54,11 @@ int peso_train_ckpt_write(peso_run *r, const peso_stage *s, const peso_optim *o,
     ck.global_step = global_step;
     float *params = peso_malloc(m->flat.numel * sizeof *params);
     peso_flat own = s->t == 1 ? peso_train_base_flat(r) : m->flat;
-    peso_flat lf = peso_train_lora_flat(r);
     int rc = peso_llama_get_params(m, params, err);
     if (rc == 0)
         rc = peso_ckpt_add_flat(&ck, "", &own, params, err);
-    for (int i = 0; rc == 0 && i < s->n_past; i++) {
-        char group[32];
-        snprintf(group, sizeof group, "past/%d", i);
-        rc = peso_ckpt_add_flat(&ck, group, &lf, s->past[i], err);
-    }
-    if (rc == 0 && s->basis)
-        rc = add_bases(r, s, &ck, err);
+    if (rc == 0 && s->t >= 2 && r->meth->save)
+        rc = r->meth->save(&s->ms, &ck, err);
     if (rc == 0 && s->best) {
         float score[2] = {(float)s->best_score, (float)s->best_epoch};
         int64_t two = 2;
@@ -125,7 +86,7 @@ int peso_train_ckpt_open(peso_run *r, const char *path, int stage1, peso_ckpt *c
 {
     if (peso_ckpt_read(path, ck, err) < 0)
         return -1;
-    peso_ckpt_expect want = {.method = stage1 ? PESO_STAGE1_METHOD : r->meth.label,
+    peso_ckpt_expect want = {.method = stage1 ? PESO_STAGE1_METHOD : r->label,
                              .fingerprint = ck->fingerprint};
     peso_ckpt_shape_of(&want.shape, &r->m->cfg, &r->m->lora.conf);
     if (peso_ckpt_check(ck, &want, err) < 0)
@@ -147,55 +108,12 @@ int peso_train_ckpt_open(peso_run *r, const char *path, int stage1, peso_ckpt *c
     return rc;
 }
 
-static int read_bases(peso_run *r, const peso_ckpt *ck, peso_stage *s, peso_err *err)
-{
-    const peso_lora *l = &r->m->lora;
-    const peso_ckpt_tensor *k = peso_ckpt_find(ck, "inflora/k");
-    if (!k)
-        return 0;
-    if (k->numel != (size_t)l->n_modules)
-        return peso_errf(err, "%s: inflora/k has %zu entries, the model has %d modules", ck->path, k->numel,
-                         l->n_modules);
-    s->basis = peso_calloc((size_t)l->n_modules, sizeof *s->basis);
-    s->basis_k = peso_calloc((size_t)l->n_modules, sizeof *s->basis_k);
-    for (int i = 0; i < l->n_modules; i++) {
-        int in = l->mods[i].in, cap = in - l->conf.rank;
-        s->basis[i] = peso_calloc((size_t)(cap > 0 ? cap : 1) * in, sizeof **s->basis);
-        s->basis_k[i] = (int)k->data[i];
-        if (!s->basis_k[i])
-            continue;
-        char path[64];
-        snprintf(path, sizeof path, "inflora/basis/%d", i);
-        const peso_ckpt_tensor *b = peso_ckpt_find(ck, path);
-        if (!b || b->numel != (size_t)s->basis_k[i] * in || s->basis_k[i] > cap)
-            return peso_errf(err, "%s: %s is missing or not [%d, %d]", ck->path, path, s->basis_k[i], in);
-        memcpy(s->basis[i], b->data, b->numel * sizeof *b->data);
-    }
-    return 0;
-}
-
 int peso_train_ckpt_state(peso_run *r, const peso_ckpt *ck, float *params, peso_stage *s, peso_err *err)
 {
-    peso_flat lf = peso_train_lora_flat(r);
     peso_flat own = ck->stage == 1 ? peso_train_base_flat(r) : r->m->flat;
-    if (peso_ckpt_get_flat(ck, "", &own, params, err) < 0)
+    if (peso_ckpt_get_flat(ck, "", &own, params, err) < 0 || peso_train_ckpt_best(r, ck, s, err) < 0)
         return -1;
-    char probe[PESO_CKPT_NAME_MAX + 64];
-    for (int i = 0;; i++) {
-        snprintf(probe, sizeof probe, "past/%d/adapter/%s", i, lf.views[0].name + strlen(WRAPPER));
-        if (!peso_ckpt_find(ck, probe))
-            break;
-        s->past = peso_realloc(s->past, (size_t)(i + 1) * sizeof *s->past);
-        s->past[i] = peso_calloc(r->m->flat.numel, sizeof **s->past);
-        s->n_past = i + 1;
-        char group[32];
-        snprintf(group, sizeof group, "past/%d", i);
-        if (peso_ckpt_get_flat(ck, group, &lf, s->past[i], err) < 0)
-            return -1;
-    }
-    if (peso_train_ckpt_best(r, ck, s, err) < 0)
-        return -1;
-    return read_bases(r, ck, s, err);
+    return r->meth->load ? r->meth->load(&s->ms, ck, err) : 0;
 }
 
 int peso_train_ckpt_best(peso_run *r, const peso_ckpt *ck, peso_stage *s, peso_err *err)
@@ -211,4 +129,66 @@ int peso_train_ckpt_best(peso_run *r, const peso_ckpt *ck, peso_stage *s, peso_e
     s->best_score = best->data[0];
     s->best_epoch = (int)best->data[1];
     return peso_ckpt_get_flat(ck, "best", &own, s->best, err);
+}
+
+/* ---- partial checkpoints ---- */
+
+int peso_train_write_partial(peso_trainer *tr, int64_t step, int epoch, peso_err *err)
+{
+    char path[sizeof tr->r->run_dir + 64];
+    snprintf(path, sizeof path, "%s/stage-%d-step-%lld.h5", peso_train_stage_dir(tr->r, tr->s.t), tr->s.t,
+             (long long)step);
+    if (peso_train_ckpt_write(tr->r, &tr->s, &tr->opt, path, PESO_CKPT_PARTIAL, step, epoch, tr->opt.step, err) < 0)
+        return -1;
+    if (tr->r->log)
+        fprintf(tr->r->log, "stage %d: checkpoint %s\n", tr->s.t, path);
+    return 0;
+}
+
+void peso_train_remove_partials(const peso_run *r, int t)
+{
+    const char *dir = peso_train_stage_dir(r, t);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "stage-%d-step-", t);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, prefix, strlen(prefix)) || n < 3 || strcmp(e->d_name + n - 3, ".h5"))
+            continue;
+        char path[PESO_CONF_PATH + 300];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+}
+
+int peso_train_resume_from(peso_trainer *tr, const char *path, int64_t *step, peso_err *err)
+{
+    peso_run *r = tr->r;
+    peso_ckpt ck;
+    int rc = peso_train_ckpt_open(r, path, tr->s.t == 1, &ck, err);
+    float *params = peso_malloc(r->m->flat.numel * sizeof *params);
+    if (rc == 0)
+        rc = peso_llama_get_params(r->m, params, err);
+    peso_flat own = tr->s.t == 1 ? peso_train_base_flat(r) : r->m->flat;
+    if (rc == 0)
+        rc = peso_ckpt_get_flat(&ck, "", &own, params, err);
+    if (rc == 0)
+        rc = peso_llama_set_params(r->m, params, err);
+    if (rc == 0 && ck.optim_n != r->m->flat.numel)
+        rc = peso_errf(err, "%s: optimizer state of %zu floats, the model has %zu", path, ck.optim_n,
+                       r->m->flat.numel);
+    if (rc == 0)
+        rc = peso_optim_import(&tr->opt, ck.optim_m, ck.optim_v, ck.optim_n, ck.optim_step, err);
+    if (rc == 0)
+        rc = peso_train_ckpt_best(r, &ck, &tr->s, err);
+    *step = ck.step;
+    peso_ckpt_free(&ck);
+    free(params);
+    if (rc == 0 && r->log)
+        fprintf(r->log, "stage %d: resuming from %s (step %lld)\n", tr->s.t, path, (long long)*step);
+    return rc;
 }

@@ -11,7 +11,7 @@
  *   <out_dir>/stage-1.h5                 stage 1, shared by all methods
  *   <out_dir>/<run>/stage-<t>.h5         stage t >= 2 of one method; <run>
  *                                        is the method label made file-safe
- *                                        (peso_method.run)
+ *                                        (peso_run.run)
  *   <out_dir>/metrics.jsonl              one line per run, stage and split
  * plus the partial checkpoints stage-<t>-step-<s>.h5 (ckpt/ckpt.h).
  *
@@ -32,6 +32,7 @@
 #include "conf/conf.h"
 #include "data/dataset.h"
 #include "eval/metrics.h"
+#include "method/method.h"
 #include "model/llama.h"
 #include "model/prompt.h"
 #include "hf/tokenizer.h"
@@ -42,37 +43,14 @@
  * next run continues with --resume. */
 #define PESO_TRAIN_EXIT_REQUEUE 75
 
-typedef enum peso_method_name {
-    PESO_M_PRETRAIN = 0,
-    PESO_M_SINGLE,
-    PESO_M_PESO,
-    PESO_M_L2,
-    PESO_M_ORTHO,
-    PESO_M_OUTPUT_KL,
-    PESO_M_SUMLORA,
-    PESO_M_SDLORA,
-    PESO_M_INFLORA,
-} peso_method_name;
-
-typedef struct peso_method {
-    peso_method_name name;
-    int cumulative; /* sumlora, sdlora, inflora */
-    int latest;     /* cumulative: only the latest past adapter */
-    int inherit;    /* (A_t, B_t) start from (A_t-1, B_t-1) */
-    int prox;       /* peso, l2, ortho, output-kl: method.lambda applies */
-    char label[2 * PESO_CONF_NAME + 8]; /* metrics "method": "peso", "sumlora all", "peso group=rank" */
-    char run[2 * PESO_CONF_NAME + 40]; /* directory name: "peso-lambda2", "sumlora-all" */
-} peso_method;
-
-/* The method of c (label and run name included). */
-int peso_method_from_conf(peso_method *m, const peso_conf *c, peso_err *err);
-
 /* One opened run: config, dataset, tokenizer, prompt, backend and model. */
 typedef struct peso_run {
     const peso_conf *c;
     const peso_par *par;
     FILE *log; /* progress lines (NULL = quiet) */
-    peso_method meth;
+    const peso_method *meth; /* method.name's entry of the table */
+    char label[2 * PESO_CONF_NAME + 8]; /* metrics "method": "peso", "sumlora all", "peso group=rank" */
+    char run[2 * PESO_CONF_NAME + 40];  /* directory name: "peso-lambda2", "sumlora-all" */
     char run_dir[PESO_CONF_PATH + 2 * PESO_CONF_NAME + 48];
     char model_dir[PESO_CONF_PATH + PESO_CONF_NAME + 32];
     peso_dataset d;
@@ -80,9 +58,6 @@ typedef struct peso_run {
     peso_prompt prompt;
     peso_backend *be;
     peso_llama *m;
-    size_t lora_end;   /* the LoRA views occupy [0, lora_end) of the flat */
-    size_t n_mag;      /* magnitudes (sdlora), at mag_off */
-    size_t mag_off;
     int n_blocks;
     /* test means of the stages this rank recorded (group roots only) */
     peso_metrics_mean test_mean[PESO_MAX_BLOCKS + 1];

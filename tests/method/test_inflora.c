@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "common/rng.h"
-#include "method/inflora.h"
+#include "method/inflora_subspace.h"
 
 #define N_MAX 16
 

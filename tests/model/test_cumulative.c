@@ -468,22 +468,20 @@ Test(cumulative, refuses_magnitudes_it_does_not_have)
     setup_close(&s);
 }
 
-/* The continual methods' share of the arena, by hand for the tiny config
+/* The past adapters' share of the arena, by hand for the tiny config
  * (rank 4, all seven projections, [2, 8] = 16 tokens; every buffer here
  * is a multiple of 16 floats, so no alignment padding): kept x Ahat_i^T
- * of 2 past adapters is 2 x 16 x 4 floats per module and layer; the
- * output-KL adds z and z_prev at the widest output (intermediate 48) and
- * two [16, 4] buffers. */
-Test(cumulative, method_arena_by_hand)
+ * of 2 past adapters is 2 x 16 x 4 floats per module and layer, and only
+ * a pass kept for a backward keeps them. */
+Test(cumulative, past_arena_by_hand)
 {
     peso_llama_config c;
     tiny_config(&c, 1);
     peso_lora_conf l = {4, 8.0, PESO_LORA_ALL};
-    size_t plu = 2u * 7 * (2 * 16 * 4), okl = 2u * 16 * 48 + 2 * 16 * 4;
-    cr_assert_eq(peso_llama_method_acts_numel(&c, &l, 2, 8, 1, 2, 0), plu);
-    cr_assert_eq(peso_llama_method_acts_numel(&c, &l, 2, 8, 1, 2, 1), plu + okl);
-    cr_assert_eq(peso_llama_method_acts_numel(&c, &l, 2, 8, 0, 2, 1), okl);
-    cr_assert_eq(peso_llama_method_acts_numel(&c, &l, 2, 8, 1, 0, 0), 0u);
-    l.targets = 1u << PESO_LORA_K; /* k's output is 2 x 8 = 16 wide */
-    cr_assert_eq(peso_llama_method_acts_numel(&c, &l, 2, 8, 1, 1, 1), 2u * 16 * 4 + 2 * 16 * 16 + 2 * 16 * 4);
+    size_t plu = 2u * 7 * (2 * 16 * 4);
+    cr_assert_eq(peso_llama_past_acts_numel(&c, &l, 2, 8, 1, 2), plu);
+    cr_assert_eq(peso_llama_past_acts_numel(&c, &l, 2, 8, 0, 2), 0u);
+    cr_assert_eq(peso_llama_past_acts_numel(&c, &l, 2, 8, 1, 0), 0u);
+    l.targets = 1u << PESO_LORA_K;
+    cr_assert_eq(peso_llama_past_acts_numel(&c, &l, 2, 8, 1, 1), 2u * 16 * 4);
 }

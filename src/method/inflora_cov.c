@@ -1,14 +1,14 @@
 /* InfLoRA's statistics: X^T X of every adapted module's input over the
- * real tokens of a batch, from a forward-only pass whose projections call
- * back here. The real rows are gathered on the device, multiplied there
- * (float32) and summed into the caller's double blocks on the host.
+ * real tokens of a batch, from an observing pass whose projections call
+ * the hook below. The real rows are gathered on the device, multiplied
+ * there (float32) and summed into the caller's double blocks on the host.
  * Modules that read the same input (q/k/v, gate/up) share one product. */
+#include "method/inflora_cov.h"
+
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/llama_internal.h"
-
-struct peso_cov_pass {
+typedef struct cov_pass {
     double *cov;
     size_t *off; /* [n_modules]: each module's block in cov */
     int n_real;  /* real tokens of the batch */
@@ -18,9 +18,9 @@ struct peso_cov_pass {
     float *host;         /* host copy of prod */
     const float *last_x; /* input whose product prod and host hold */
     int last_layer;
-};
+} cov_pass;
 
-size_t peso_llama_input_cov_numel(const peso_llama *m)
+size_t peso_inflora_cov_numel(const peso_llama *m)
 {
     size_t n = 0;
     for (int i = 0; i < m->lora.n_modules; i++)
@@ -28,7 +28,7 @@ size_t peso_llama_input_cov_numel(const peso_llama *m)
     return n;
 }
 
-static void pass_free(peso_llama *m, peso_cov_pass *c)
+static void pass_free(peso_llama *m, cov_pass *c)
 {
     m->be->free(m->be, c->rows);
     m->be->free(m->be, c->prod);
@@ -36,7 +36,7 @@ static void pass_free(peso_llama *m, peso_cov_pass *c)
     free(c->off);
 }
 
-static int pass_init(peso_llama *m, const peso_llama_batch *b, double *cov, peso_cov_pass *c, peso_err *err)
+static int pass_init(peso_llama *m, const peso_llama_batch *b, double *cov, cov_pass *c, peso_err *err)
 {
     memset(c, 0, sizeof *c);
     c->cov = cov;
@@ -63,15 +63,14 @@ static int pass_init(peso_llama *m, const peso_llama_batch *b, double *cov, peso
     return 0;
 }
 
-/* prod = X^T X of the real rows of x [N, in], copied to the host. */
-static int product(peso_llama *m, peso_cov_pass *c, const float *x, int in, peso_err *err)
+/* prod = X^T X of the real rows of s->x [B*T, in], copied to the host. */
+static int product(peso_llama *m, cov_pass *c, const peso_llama_site *s, int in, peso_err *err)
 {
     peso_backend *be = m->be;
-    const peso_llama_acts *ac = m->acts;
     size_t at = 0;
-    for (int b = 0; b < ac->B; b++) {
-        size_t len = (size_t)ac->h_lens[b], src = (size_t)b * ac->T * in;
-        if (len && be->copy(be, c->rows + at, x + src, len * in * sizeof(float), err) < 0)
+    for (int b = 0; b < s->B; b++) {
+        size_t len = (size_t)s->lens[b], src = (size_t)b * s->T * in;
+        if (len && be->copy(be, c->rows + at, s->x + src, len * in * sizeof(float), err) < 0)
             return -1;
         at += len * in;
     }
@@ -89,42 +88,38 @@ static int product(peso_llama *m, peso_cov_pass *c, const float *x, int in, peso
     return be->download(be, c->host, c->prod, (size_t)in * in * sizeof(float), err);
 }
 
-int peso_llama_cov_module(peso_llama *m, int l, peso_lora_proj p, const float *x, peso_err *err)
+static int cov_forward(void *ctx, peso_llama *m, const peso_llama_site *s, peso_err *err)
 {
-    peso_cov_pass *c = m->acts->cov;
-    const peso_lora_module *md = peso_lora_find(&m->lora, l, p);
-    if (!c || !md || c->n_real == 0)
+    cov_pass *c = ctx;
+    if (s->pass != PESO_LLAMA_PASS_OBSERVE || c->n_real == 0)
         return 0;
     /* a forward-only arena reuses buffers across layers: the layer is
      * part of what identifies an input */
-    if (c->last_x != x || c->last_layer != l) {
-        if (product(m, c, x, md->in, err) < 0)
-            return peso_err_prefix(err, "input covariance, layer %d %s", l, peso_lora_proj_name(p));
-        c->last_x = x;
-        c->last_layer = l;
+    if (c->last_x != s->x || c->last_layer != s->layer) {
+        if (product(m, c, s, s->mod->in, err) < 0)
+            return peso_err_prefix(err, "input covariance");
+        c->last_x = s->x;
+        c->last_layer = s->layer;
     }
     /* the product's two triangles come from different summation orders;
      * their mean makes the block exactly symmetric for the eigensolver */
-    double *dst = c->cov + c->off[m->lora.index[l * PESO_LORA_NPROJ + p]];
-    size_t in = (size_t)md->in;
+    double *dst = c->cov + c->off[s->module];
+    size_t in = (size_t)s->mod->in;
     for (size_t i = 0; i < in; i++)
         for (size_t j = 0; j < in; j++)
             dst[i * in + j] += 0.5 * ((double)c->host[i * in + j] + c->host[j * in + i]);
     return 0;
 }
 
-int peso_llama_input_cov(peso_llama *m, const peso_llama_batch *b, double *cov, long *n_tok, peso_err *err)
+int peso_inflora_cov_add(peso_llama *m, const peso_llama_batch *b, double *cov, long *n_tok, peso_err *err)
 {
-    peso_llama_batch nolabels = *b;
-    nolabels.labels = NULL;
-    peso_cov_pass c;
-    if (peso_llama_prepare(m, &nolabels, 0, err) < 0)
-        return -1;
+    cov_pass c;
+    peso_llama_hook saved = m->hook, h = {.forward = cov_forward, .ctx = &c};
     int rc = pass_init(m, b, cov, &c, err);
     if (rc == 0) {
-        m->acts->cov = &c;
-        rc = peso_llama_run_layers(m, err);
-        m->acts->cov = NULL;
+        peso_llama_set_hook(m, &h);
+        rc = peso_llama_observe(m, b, err);
+        peso_llama_set_hook(m, &saved);
     }
     pass_free(m, &c);
     if (rc == 0)

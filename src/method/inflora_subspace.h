@@ -31,8 +31,8 @@
  * negative diagonal; M's rows orthonormal within 1e-3 (float storage
  * gives about 1e-7), after which they are re-orthonormalised in double by
  * modified Gram-Schmidt. */
-#ifndef PESO_METHOD_INFLORA_H
-#define PESO_METHOD_INFLORA_H
+#ifndef PESO_METHOD_INFLORA_SUBSPACE_H
+#define PESO_METHOD_INFLORA_SUBSPACE_H
 
 #include "common/err.h"
 

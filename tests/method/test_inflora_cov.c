@@ -4,8 +4,10 @@
  * and the frozen-A backward. */
 #include <criterion/criterion.h>
 
-#include "llama_setup.h"
-#include "ref_inputs.h"
+#include "../model/llama_setup.h"
+#include "../model/ref_inputs.h"
+#include "method/inflora_cov.h"
+#include "method/output_kl.h"
 
 /* X^T X [in, in] of rows [0, T) of x [T, in], added into out. */
 static void xtx_add(const double *x, int T, int in, double *out)
@@ -45,10 +47,10 @@ Test(input_cov, numel_is_the_sum_of_squared_inputs)
     setup_open(&s, 1, 0, PESO_LORA_ALL, 5);
     /* per layer: q, k, v, gate, up read hidden = 32, o reads 4 x 8 = 32,
      * down reads intermediate = 48 */
-    cr_assert_eq(peso_llama_input_cov_numel(s.m), 2u * (6u * 32 * 32 + 48 * 48));
+    cr_assert_eq(peso_inflora_cov_numel(s.m), 2u * (6u * 32 * 32 + 48 * 48));
     setup_close(&s);
     setup_open(&s, 1, 0, (1u << PESO_LORA_V) | (1u << PESO_LORA_DOWN), 5);
-    cr_assert_eq(peso_llama_input_cov_numel(s.m), 2u * (32 * 32 + 48 * 48));
+    cr_assert_eq(peso_inflora_cov_numel(s.m), 2u * (32 * 32 + 48 * 48));
     setup_close(&s);
 }
 
@@ -64,11 +66,11 @@ Test(input_cov, layer0_qkv_by_hand)
     int lens[3] = {6, 0, 3};
     tbatch_make(&b, 3, 6, lens, s.m->cfg.vocab_size, 0, 9);
     peso_llama_batch v = tbatch_view(&b);
-    size_t n = peso_llama_input_cov_numel(s.m);
+    size_t n = peso_inflora_cov_numel(s.m);
     double *cov = calloc(n, sizeof *cov);
     long n_tok = 5;
     peso_err err;
-    cr_assert_eq(peso_llama_input_cov(s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_inflora_cov_add(s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
     cr_assert_eq(n_tok, 5 + 9);
     int C = s.m->cfg.hidden_size;
     double *want = calloc((size_t)C * C, sizeof *want), *x = malloc((size_t)C * sizeof *x);
@@ -103,12 +105,12 @@ Test(input_cov, every_module_matches_reference_and_adds)
     int lens[2] = {7, 4};
     tbatch_make(&b, 2, 7, lens, s.m->cfg.vocab_size, 3, 13);
     peso_llama_batch v = tbatch_view(&b);
-    size_t n = peso_llama_input_cov_numel(s.m);
+    size_t n = peso_inflora_cov_numel(s.m);
     double *cov = calloc(n, sizeof *cov), *want = calloc(n, sizeof *want);
     long n_tok = 0;
     peso_err err;
-    cr_assert_eq(peso_llama_input_cov(s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
-    cr_assert_eq(peso_llama_input_cov(s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_inflora_cov_add(s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_inflora_cov_add(s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
     cr_assert_eq(n_tok, 2 * 11);
     for (int r = 0; r < b.B; r++) {
         ref_inputs ri;
@@ -141,10 +143,10 @@ Test(input_cov, refuses_a_bad_batch_and_adds_nothing)
     tbatch_make(&b, 1, 4, lens, s.m->cfg.vocab_size, 0, 16);
     b.lens[0] = 5;
     peso_llama_batch v = tbatch_view(&b);
-    double *cov = calloc(peso_llama_input_cov_numel(s.m), sizeof *cov);
+    double *cov = calloc(peso_inflora_cov_numel(s.m), sizeof *cov);
     long n_tok = 3;
     peso_err err;
-    cr_assert_eq(peso_llama_input_cov(s.m, &v, cov, &n_tok, &err), -1);
+    cr_assert_eq(peso_inflora_cov_add(s.m, &v, cov, &n_tok, &err), -1);
     cr_assert(strstr(err.msg, "length 5"), "%s", err.msg);
     cr_assert_eq(n_tok, 3);
     cr_assert_eq(cov[0], 0.0);
@@ -171,8 +173,9 @@ static void freeze_case(int with_okl)
     memcpy(prev, s.params, n * sizeof *prev);
     for (size_t i = 0; i < n; i++)
         prev[i] *= 0.5f;
+    peso_okl term = {0};
     if (with_okl)
-        cr_assert_eq(peso_llama_set_output_kl(s.m, prev, &err), 0, "%s", err.msg);
+        cr_assert_eq(peso_okl_init(&term, s.m, prev, &err), 0, "%s", err.msg);
     cr_assert_eq(peso_llama_zero_grads(s.m, &err), 0, "%s", err.msg);
     cr_assert_eq(peso_llama_forward_backward(s.m, &v, 0.1f, &loss, &err), 0, "%s", err.msg);
     cr_assert_eq(peso_llama_get_grads(s.m, g0, &err), 0, "%s", err.msg);
@@ -193,6 +196,7 @@ static void freeze_case(int with_okl)
                 cr_assert_eq(g1[md->b_off + i], g0[md->b_off + i], "module %d: B gradient changed", mi);
         }
     }
+    peso_okl_free(&term);
     free(prev);
     free(g0);
     free(g1);

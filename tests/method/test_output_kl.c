@@ -10,8 +10,9 @@
  * the inputs, get none. */
 #include <criterion/criterion.h>
 
-#include "llama_setup.h"
-#include "ref_inputs.h"
+#include "../model/llama_setup.h"
+#include "../model/ref_inputs.h"
+#include "method/output_kl.h"
 
 /* KL(softmax(z) || softmax(zp)) of one row of n, in double. */
 static double row_kl(const double *z, const double *zp, int n)
@@ -120,24 +121,29 @@ Test(output_kl, value_matches_host_computation)
     peso_llama_batch v = tbatch_view(&b);
     peso_err err;
     peso_llama_loss plain, with, fb;
+    peso_okl term;
     cr_assert_eq(peso_llama_forward(s.m, &v, &plain, &err), 0, "%s", err.msg);
-    cr_assert_eq(plain.prox, 0.0);
-    cr_assert_eq(peso_llama_set_output_kl(s.m, prev, &err), 0, "%s", err.msg);
-    peso_llama_output_kl_scale(s.m, 0.25);
+    cr_assert_eq(peso_okl_init(&term, s.m, prev, &err), 0, "%s", err.msg);
+    term.scale = 0.25;
     cr_assert_eq(peso_llama_forward(s.m, &v, &with, &err), 0, "%s", err.msg);
+    double value = peso_okl_take(&term);
     okl_ref o;
     okl_inputs(&o, &s, &b);
     double want = okl_term(&o, &s, prev, 0.25);
     cr_assert(want > 1e-3, "reference term %g is too small to test", want);
-    cr_assert(fabs(with.prox - want) <= 1e-5 * want, "term %.9g, host %.9g", with.prox, want);
+    cr_assert(fabs(value - want) <= 1e-5 * want, "term %.9g, host %.9g", value, want);
     cr_assert_eq(with.sum, plain.sum, "the term changed the cross-entropy");
     cr_assert_eq(peso_llama_forward_backward(s.m, &v, 1.0f, &fb, &err), 0, "%s", err.msg);
-    cr_assert(fabs(fb.prox - with.prox) <= 1e-12 * want, "forward_backward %.12g, forward %.12g", fb.prox,
-              with.prox);
-    /* off again: nothing */
-    cr_assert_eq(peso_llama_set_output_kl(s.m, NULL, &err), 0, "%s", err.msg);
+    double fbv = peso_okl_take(&term);
+    cr_assert(fabs(fbv - value) <= 1e-12 * want, "forward_backward %.12g, forward %.12g", fbv, value);
+    /* an observing pass (InfLoRA's statistics) leaves the term out */
+    cr_assert_eq(peso_llama_observe(s.m, &v, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_okl_take(&term), 0.0);
+    /* off again: the model is plain */
+    peso_okl_free(&term);
+    cr_assert_null(s.m->hook.forward);
     cr_assert_eq(peso_llama_forward(s.m, &v, &with, &err), 0, "%s", err.msg);
-    cr_assert_eq(with.prox, 0.0);
+    cr_assert_eq(with.sum, plain.sum);
     okl_free(&o);
     free(prev);
     setup_close(&s);
@@ -154,15 +160,18 @@ Test(output_kl, same_adapter_gives_zero)
     peso_llama_batch v = tbatch_view(&b);
     peso_err err;
     peso_llama_loss loss;
-    cr_assert_eq(peso_llama_set_output_kl(s.m, s.params, &err), 0, "%s", err.msg);
+    peso_okl term;
+    cr_assert_eq(peso_okl_init(&term, s.m, s.params, &err), 0, "%s", err.msg);
     cr_assert_eq(peso_llama_zero_grads(s.m, &err), 0, "%s", err.msg);
     cr_assert_eq(peso_llama_forward_backward(s.m, &v, 0.0f, &loss, &err), 0, "%s", err.msg);
-    cr_assert(fabs(loss.prox) < 1e-12, "term %g with prev = current", loss.prox);
+    double value = peso_okl_take(&term);
+    cr_assert(fabs(value) < 1e-12, "term %g with prev = current", value);
     float *g = malloc(s.m->flat.numel * sizeof *g);
     cr_assert_eq(peso_llama_get_grads(s.m, g, &err), 0, "%s", err.msg);
     for (size_t i = 0; i < s.m->flat.numel; i++)
         cr_assert_eq(g[i], 0.0f, "gradient %g at %zu with prev = current", (double)g[i], i);
     free(g);
+    peso_okl_free(&term);
     setup_close(&s);
 }
 
@@ -185,8 +194,9 @@ Test(output_kl, stop_gradient_matches_finite_differences)
     peso_err err;
     peso_llama_loss loss;
     const double scale = 0.5;
-    cr_assert_eq(peso_llama_set_output_kl(s.m, prev, &err), 0, "%s", err.msg);
-    peso_llama_output_kl_scale(s.m, scale);
+    peso_okl term;
+    cr_assert_eq(peso_okl_init(&term, s.m, prev, &err), 0, "%s", err.msg);
+    term.scale = scale;
     size_t numel = s.m->flat.numel;
     float *g = malloc(numel * sizeof *g);
     cr_assert_eq(peso_llama_zero_grads(s.m, &err), 0, "%s", err.msg);
@@ -223,6 +233,7 @@ Test(output_kl, stop_gradient_matches_finite_differences)
     }
     cr_assert_eq(checked, 2 * 2 * 7 * 2);
     okl_free(&o);
+    peso_okl_free(&term);
     free(g);
     free(prev);
     setup_close(&s);
@@ -247,12 +258,15 @@ Test(output_kl, adds_to_the_cross_entropy_gradient)
     float *ce = malloc(n * sizeof *ce), *term = malloc(n * sizeof *term), *both = malloc(n * sizeof *both);
     float *bufs[3] = {ce, term, both};
     const float gs[3] = {0.125f, 0.0f, 0.125f};
+    peso_okl okl = {0};
     for (int k = 0; k < 3; k++) {
-        cr_assert_eq(peso_llama_set_output_kl(s.m, k ? prev : NULL, &err), 0, "%s", err.msg);
+        if (k == 1)
+            cr_assert_eq(peso_okl_init(&okl, s.m, prev, &err), 0, "%s", err.msg);
         cr_assert_eq(peso_llama_zero_grads(s.m, &err), 0, "%s", err.msg);
         cr_assert_eq(peso_llama_forward_backward(s.m, &v, gs[k], &loss, &err), 0, "%s", err.msg);
         cr_assert_eq(peso_llama_get_grads(s.m, bufs[k], &err), 0, "%s", err.msg);
     }
+    peso_okl_free(&okl);
     double mx = 0.0, mt = 0.0;
     for (size_t i = 0; i < n; i++) {
         mx = fmax(mx, fabs(both[i]));
@@ -274,7 +288,8 @@ Test(output_kl, needs_lora_modules)
     setup s;
     setup_open(&s, 1, 0, 0, 241);
     peso_err err;
-    cr_assert_eq(peso_llama_set_output_kl(s.m, s.params, &err), -1);
+    peso_okl term;
+    cr_assert_eq(peso_okl_init(&term, s.m, s.params, &err), -1);
     cr_assert(strstr(err.msg, "no LoRA modules"), "%s", err.msg);
     setup_close(&s);
 }

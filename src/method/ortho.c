@@ -1,0 +1,24 @@
+/* ortho: single evolving LoRA plus lambda * sum ||A_t A_{t-1}^T||_F^2
+ * (O-LoRA's orthogonality, an ablation of PESO), shared out by module. */
+#include "method/proximal.h"
+
+static int begin(peso_method_stage *s, float *params, peso_err *err)
+{
+    (void)params;
+    return peso_proximal_begin(s, PESO_PROX_MODULE, err);
+}
+
+static int prox(peso_method_stage *s, double *value, peso_err *err)
+{
+    const peso_proximal *p = s->priv;
+    return peso_prox_ortho(&s->m->lora, p->lo, p->hi, s->m->params, s->prev, s->c->method.lambda, s->m->grads,
+                           value, err);
+}
+
+const peso_method peso_method_ortho = {
+    .name = "ortho",
+    .flags = PESO_METHOD_LAMBDA,
+    .begin = begin,
+    .prox = prox,
+    .free = peso_proximal_free,
+};

@@ -1,0 +1,19 @@
+/* The stage side of the parameter-space proximal terms (peso, l2,
+ * ortho; the math is prox.h): the groups of the term and this train
+ * rank's share of them, kept as the method's state. */
+#ifndef PESO_METHOD_PROXIMAL_H
+#define PESO_METHOD_PROXIMAL_H
+
+#include "method/method.h"
+#include "method/prox.h"
+
+typedef struct peso_proximal {
+    peso_prox_groups groups;
+    int lo, hi; /* this rank's groups */
+} peso_proximal;
+
+/* The groups under how and this rank's share into s->priv. */
+int peso_proximal_begin(peso_method_stage *s, peso_prox_grouping how, peso_err *err);
+void peso_proximal_free(peso_method_stage *s);
+
+#endif
