@@ -60,13 +60,14 @@ int peso_trainer_zero_frozen(peso_trainer *tr, peso_err *err)
 }
 
 /* What the stage does not train, besides what the method froze: the new
- * rows and the magnitudes beyond the past adapters in use. */
+ * rows after stage 1 (which trains them) and the magnitudes beyond the
+ * past adapters in use. */
 static int plan_frozen(peso_trainer *tr, peso_err *err)
 {
     peso_run *r = tr->r;
     peso_llama *m = r->m;
     const peso_flat *f = &m->flat;
-    for (size_t i = 0; i < f->n_views; i++) {
+    for (size_t i = 0; i < f->n_views && tr->s.t >= 2; i++) {
         const peso_view *v = &f->views[i];
         if (!strcmp(v->name, PESO_LLAMA_EMBED_NEW) || !strcmp(v->name, PESO_LLAMA_HEAD_NEW))
             add_frozen(tr, v->offset, v->numel);
