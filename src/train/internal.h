@@ -97,6 +97,10 @@ typedef struct peso_step_tail {
 void peso_step_tail_pack(const peso_step_tail *t, float out[PESO_STEP_TAIL_N]);
 void peso_step_tail_unpack(const float in[PESO_STEP_TAIL_N], peso_step_tail *t);
 
+/* The windows of step i of st that train rank `rank` of `size` runs, in
+ * step order, into out (room for the step's windows); returns how many. */
+size_t peso_step_mine(const peso_steps *st, size_t i, int rank, int size, int32_t *out);
+
 /* Step i of plan st (the stage's step number stage_step): this rank's
  * windows through forward and backward, the method's proximal term, the
  * all-reduce, the update. */

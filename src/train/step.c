@@ -32,6 +32,16 @@ int peso_train_stop_signal(void)
     return (int)stop_signal;
 }
 
+/* Window j of the step goes to train rank j mod N: the global step, and so
+ * the result, does not depend on N. */
+size_t peso_step_mine(const peso_steps *st, size_t i, int rank, int size, int32_t *out)
+{
+    size_t lo = st->start[i], n = st->start[i + 1] - lo, k = 0;
+    for (size_t j = (size_t)rank; j < n; j += (size_t)size)
+        out[k++] = st->win[lo + j];
+    return k;
+}
+
 static int prox_term(peso_trainer *tr, double *value, peso_err *err)
 {
     *value = 0;
@@ -67,14 +77,11 @@ int peso_train_step(peso_trainer *tr, const peso_steps *st, size_t i, int64_t st
     peso_llama *m = r->m;
     const peso_conf *c = r->c;
     const peso_par *par = r->par;
-    size_t lo = st->start[i], n = st->start[i + 1] - lo, k = 0;
+    size_t n = st->start[i + 1] - st->start[i];
     long labels = st->labels[i];
     memset(o, 0, sizeof *o);
-    /* window j of the step goes to train rank j mod N: the global step,
-     * and so the result, does not depend on N */
     peso_grow((void **)&tr->mine, &tr->cap_mine, n ? n : 1, sizeof *tr->mine);
-    for (size_t j = (size_t)par->grank; j < n; j += (size_t)par->gsize)
-        tr->mine[k++] = st->win[lo + j];
+    size_t k = peso_step_mine(st, i, par->grank, par->gsize, tr->mine);
     if (peso_llama_zero_grads(m, err) < 0)
         return -1;
     if (tr->s.t >= 2 && r->meth->step)

@@ -4,6 +4,7 @@
  * sizes differ by at most one (balanced), whatever n and size. */
 #include <criterion/criterion.h>
 
+#include "train/internal.h"
 #include "train/par.h"
 
 static void expect_tiling(size_t n, int size)
@@ -43,4 +44,36 @@ Test(par, one_rank_takes_everything)
     size_t lo, hi;
     peso_par_range(12345, 0, 1, &lo, &hi);
     cr_expect(lo == 0 && hi == 12345, "[%zu, %zu)", lo, hi);
+}
+
+/* The window sharding of a step (peso_step_mine): over the ranks of a
+ * group the shares are a partition of the step's windows, and rank r
+ * holds exactly positions r, r + N, r + 2N, ... of the step, in order, so
+ * that the global step does not depend on N. */
+Test(par, step_windows_go_to_rank_j_mod_n)
+{
+    int32_t win[23];
+    for (int j = 0; j < 23; j++)
+        win[j] = 1000 + 7 * j;
+    size_t start[3] = {0, 9, 23};
+    peso_steps st = {.n_win = 23, .win = win, .n_steps = 2, .start = start};
+    for (size_t i = 0; i < 2; i++)
+        for (int size = 1; size <= 12; size++) {
+            int hits[23] = {0};
+            for (int r = 0; r < size; r++) {
+                int32_t out[23];
+                size_t k = peso_step_mine(&st, i, r, size, out);
+                size_t want = 0;
+                for (size_t j = start[i]; j < start[i + 1]; j++)
+                    if ((j - start[i]) % (size_t)size == (size_t)r) {
+                        cr_assert(want < k, "step %zu size %d rank %d: only %zu windows", i, size, r, k);
+                        cr_assert_eq(out[want], win[j], "step %zu size %d rank %d: window %zu", i, size, r, want);
+                        want++;
+                        hits[j]++;
+                    }
+                cr_assert_eq(k, want, "step %zu size %d rank %d: %zu windows, expected %zu", i, size, r, k, want);
+            }
+            for (size_t j = start[i]; j < start[i + 1]; j++)
+                cr_assert_eq(hits[j], 1, "step %zu size %d: window %zu taken %d times", i, size, j, hits[j]);
+        }
 }
