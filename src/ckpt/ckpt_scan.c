@@ -116,7 +116,8 @@ static int list_cands(const char *dir, cand **out, size_t *n_out, peso_ckpt_skip
         n++;
     }
     closedir(d);
-    qsort(c, n, sizeof *c, cand_cmp);
+    if (n > 1)
+        qsort(c, n, sizeof *c, cand_cmp);
     *out = c;
     *n_out = n;
     return 0;
