@@ -36,7 +36,11 @@
  *   /rng/<name>              uint64[4] xoshiro state of each named stream.
  *
  * The file is written to a temporary name, flushed, closed, fsync'ed and
- * renamed, so a name without ".tmp." is always a whole checkpoint. */
+ * renamed, so a name without ".tmp." is always a whole checkpoint.
+ *
+ * Files: ckpt.c the checkpoint in memory (tensors, flat views, optimizer,
+ * RNG streams), ckpt_write.c and ckpt_read.c the file, ckpt_check.c the
+ * comparison with the config, ckpt_scan.c the search of out_dir. */
 #ifndef PESO_CKPT_CKPT_H
 #define PESO_CKPT_CKPT_H
 

@@ -1,7 +1,6 @@
 /* Shared HDF5 helpers (see h5.h). */
 #include "common/h5.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -145,19 +144,6 @@ void peso_h5_w_i64(peso_h5w *w, hid_t loc, const char *name, const int64_t *v, s
 {
     hsize_t d = n;
     peso_h5_w_data(w, loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &d, v);
-}
-
-int peso_h5_r_fail(peso_h5r *r, const char *obj, const char *fmt, ...)
-{
-    char msg[512], why[PESO_H5_REASON];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    peso_h5_reason(why);
-    if (why[0])
-        return peso_errf(r->err, "%s: %s: %s (%s)", r->file, obj, msg, why);
-    return peso_errf(r->err, "%s: %s: %s", r->file, obj, msg);
 }
 
 hid_t peso_h5_create_tmp(const char *path, char *tmp, size_t n, peso_err *err)

@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <hdf5.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -119,186 +118,14 @@ int peso_dataset_write(const char *path, const peso_raw *raw, const peso_split *
 
 /* ---- reader ---- */
 
-static int r_fail(peso_h5r *r, hid_t loc, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int r_fail(peso_h5r *r, hid_t loc, const char *name, const char *fmt, ...)
-{
-    char p[PESO_H5_OBJ + 64], msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    peso_h5_obj_path(loc, name, p, sizeof p);
-    return peso_h5_r_fail(r, p, "%s", msg);
-}
-
-static hid_t r_group(peso_h5r *r, hid_t loc, const char *name)
-{
-    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) {
-        r_fail(r, loc, name, "group is missing");
-        return -1;
-    }
-    hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
-    if (g < 0)
-        r_fail(r, loc, name, "not a group");
-    return g;
-}
-
-static const char *class_name(H5T_class_t c)
-{
-    return c == H5T_INTEGER ? "integer" : c == H5T_FLOAT ? "float" : c == H5T_STRING ? "string" : "other";
-}
-
-/* Opens attribute name of loc and checks its class and element count. */
-static hid_t r_attr_open(peso_h5r *r, hid_t loc, const char *name, H5T_class_t cls, hssize_t count)
-{
-    char at[128];
-    snprintf(at, sizeof at, "@%s", name);
-    if (H5Aexists(loc, name) <= 0) {
-        r_fail(r, loc, at, "attribute is missing");
-        return -1;
-    }
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
-    H5T_class_t got = H5Tget_class(t);
-    hssize_t npts = H5Sget_simple_extent_npoints(sp);
-    H5Tclose(t);
-    H5Sclose(sp);
-    if (got != cls) {
-        r_fail(r, loc, at, "expected a %s attribute, found %s", class_name(cls), class_name(got));
-    } else if (npts != count) {
-        r_fail(r, loc, at, "expected %lld value(s), found %lld", (long long)count, (long long)npts);
-    } else {
-        return a;
-    }
-    H5Aclose(a);
-    return -1;
-}
-
-static int r_attr_num(peso_h5r *r, hid_t loc, const char *name, H5T_class_t cls, hid_t mtype, hssize_t count,
-                      void *out)
-{
-    hid_t a = r_attr_open(r, loc, name, cls, count);
-    if (a < 0)
-        return -1;
-    herr_t rc = H5Aread(a, mtype, out);
-    H5Aclose(a);
-    return rc < 0 ? r_fail(r, loc, name, "cannot read attribute") : 0;
-}
-
-static int r_attr_i64(peso_h5r *r, hid_t loc, const char *name, int64_t *v)
-{
-    return r_attr_num(r, loc, name, H5T_INTEGER, H5T_NATIVE_INT64, 1, v);
-}
-
-static int r_attr_int(peso_h5r *r, hid_t loc, const char *name, int *v)
-{
-    return r_attr_num(r, loc, name, H5T_INTEGER, H5T_NATIVE_INT, 1, v);
-}
-
-static int r_attr_f64(peso_h5r *r, hid_t loc, const char *name, double *v)
-{
-    return r_attr_num(r, loc, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, 1, v);
-}
-
-/* A scalar string attribute, variable or fixed length, into a malloc'd copy. */
-static int r_attr_str(peso_h5r *r, hid_t loc, const char *name, char **out)
-{
-    hid_t a = r_attr_open(r, loc, name, H5T_STRING, 1);
-    if (a < 0)
-        return -1;
-    /* The memory type copies the file's (HDF5 converts no character sets). */
-    hid_t ft = H5Aget_type(a);
-    hid_t mt = H5Tcopy(ft);
-    herr_t rc;
-    if (H5Tis_variable_str(ft) > 0) {
-        char *s = NULL;
-        rc = H5Aread(a, mt, &s);
-        *out = peso_strdup(rc >= 0 && s ? s : "");
-        H5free_memory(s);
-    } else {
-        size_t n = H5Tget_size(ft);
-        H5Tset_size(mt, n + 1);
-        H5Tset_strpad(mt, H5T_STR_NULLTERM);
-        *out = peso_calloc(n + 1, 1);
-        rc = H5Aread(a, mt, *out);
-    }
-    H5Tclose(mt);
-    H5Tclose(ft);
-    H5Aclose(a);
-    return rc < 0 ? r_fail(r, loc, name, "cannot read string attribute") : 0;
-}
-
-/* Opens dataset name, checks class and rank, returns its dims. */
-static hid_t r_data_open(peso_h5r *r, hid_t loc, const char *name, H5T_class_t cls, int rank, hsize_t *dims)
-{
-    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) {
-        r_fail(r, loc, name, "dataset is missing");
-        return -1;
-    }
-    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) {
-        r_fail(r, loc, name, "not a dataset");
-        return -1;
-    }
-    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
-    H5T_class_t got = H5Tget_class(t);
-    int got_rank = H5Sget_simple_extent_ndims(sp);
-    if (got_rank == rank)
-        H5Sget_simple_extent_dims(sp, dims, NULL);
-    H5Tclose(t);
-    H5Sclose(sp);
-    if (got != cls)
-        r_fail(r, loc, name, "expected a %s dataset, found %s", class_name(cls), class_name(got));
-    else if (got_rank != rank)
-        r_fail(r, loc, name, "expected %d dimension(s), found %d", rank, got_rank);
-    else
-        return d;
-    H5Dclose(d);
-    return -1;
-}
-
-/* An integer dataset of shape [expect] (expect < 0: any length), converted to
- * mtype (elt bytes) into a malloc'd buffer. */
-static int r_ints(peso_h5r *r, hid_t loc, const char *name, hid_t mtype, size_t elt, int64_t expect,
-                  void **buf, size_t *n)
-{
-    hsize_t dims[1];
-    hid_t d = r_data_open(r, loc, name, H5T_INTEGER, 1, dims);
-    if (d < 0)
-        return -1;
-    if (expect >= 0 && dims[0] != (hsize_t)expect) {
-        H5Dclose(d);
-        return r_fail(r, loc, name, "expected shape [%lld], found [%llu]", (long long)expect,
-                      (unsigned long long)dims[0]);
-    }
-    *buf = peso_malloc((dims[0] ? dims[0] : 1) * elt);
-    herr_t rc = dims[0] ? H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *buf) : 0;
-    H5Dclose(d);
-    if (n)
-        *n = (size_t)dims[0];
-    return rc < 0 ? r_fail(r, loc, name, "cannot read dataset") : 0;
-}
-
-static int r_i32(peso_h5r *r, hid_t loc, const char *name, int64_t expect, int32_t **v, size_t *n)
-{
-    return r_ints(r, loc, name, H5T_NATIVE_INT32, sizeof **v, expect, (void **)v, n);
-}
-
-static int r_i64(peso_h5r *r, hid_t loc, const char *name, int64_t expect, int64_t **v)
-{
-    return r_ints(r, loc, name, H5T_NATIVE_INT64, sizeof **v, expect, (void **)v, NULL);
-}
-
 /* Every value in [lo, hi). */
 static int r_range(peso_h5r *r, hid_t loc, const char *name, const int32_t *v, size_t n, int64_t lo,
                    int64_t hi)
 {
     for (size_t i = 0; i < n; i++)
         if (v[i] < lo || v[i] >= hi)
-            return r_fail(r, loc, name, "value %d at [%zu] is outside [%lld, %lld)", (int)v[i], i,
-                          (long long)lo, (long long)hi);
+            return peso_h5_r_fail_at(r, loc, name, "value %d at [%zu] is outside [%lld, %lld)", (int)v[i], i,
+                                     (long long)lo, (long long)hi);
     return 0;
 }
 
@@ -306,54 +133,24 @@ static int r_range(peso_h5r *r, hid_t loc, const char *name, const int32_t *v, s
 static int r_offsets(peso_h5r *r, hid_t loc, const char *name, const int64_t *off, size_t n)
 {
     if (off[0] != 0)
-        return r_fail(r, loc, name, "expected offsets[0] = 0, found %lld", (long long)off[0]);
+        return peso_h5_r_fail_at(r, loc, name, "expected offsets[0] = 0, found %lld", (long long)off[0]);
     for (size_t i = 0; i < n; i++)
         if (off[i + 1] < off[i])
-            return r_fail(r, loc, name, "offsets decrease at [%zu]", i + 1);
+            return peso_h5_r_fail_at(r, loc, name, "offsets decrease at [%zu]", i + 1);
     return 0;
-}
-
-static int r_strings(peso_h5r *r, hid_t loc, const char *name, int64_t expect, char ***out, size_t *n)
-{
-    hsize_t dims[1];
-    hid_t d = r_data_open(r, loc, name, H5T_STRING, 1, dims);
-    if (d < 0)
-        return -1;
-    if (expect >= 0 && dims[0] != (hsize_t)expect) {
-        H5Dclose(d);
-        return r_fail(r, loc, name, "expected shape [%lld], found [%llu]", (long long)expect,
-                      (unsigned long long)dims[0]);
-    }
-    size_t cnt = (size_t)dims[0];
-    char **raw = peso_calloc(cnt ? cnt : 1, sizeof *raw);
-    hid_t st = H5Dget_type(d);
-    int vlen = H5Tis_variable_str(st) > 0;
-    herr_t rc = cnt && vlen ? H5Dread(d, st, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) : 0;
-    H5Tclose(st);
-    H5Dclose(d);
-    *out = peso_calloc(cnt ? cnt : 1, sizeof **out);
-    *n = cnt;
-    for (size_t i = 0; i < cnt; i++) {
-        (*out)[i] = peso_strdup(raw[i] ? raw[i] : "");
-        H5free_memory(raw[i]);
-    }
-    free(raw);
-    if (!vlen)
-        return r_fail(r, loc, name, "expected variable-length strings");
-    return rc < 0 ? r_fail(r, loc, name, "cannot read strings") : 0;
 }
 
 static int r_pairs(peso_h5r *r, hid_t blk, const char *name, peso_pairs *p, const peso_split *s)
 {
-    hid_t g = r_group(r, blk, name);
+    hid_t g = peso_h5_r_group(r, blk, name);
     if (g < 0)
         return -1;
     size_t n = 0;
-    int rc = r_i32(r, g, "user", -1, &p->user, &n);
+    int rc = peso_h5_r_i32(r, g, "user", -1, &p->user, &n);
     p->n = n;
-    rc = rc || r_i32(r, g, "target", (int64_t)n, &p->target, NULL) ||
-         r_i64(r, g, "offsets", (int64_t)n + 1, &p->off) || r_offsets(r, g, "offsets", p->off, n) ||
-         r_i32(r, g, "history", p->off[n], &p->hist, NULL) ||
+    rc = rc || peso_h5_r_i32(r, g, "target", (int64_t)n, &p->target, NULL) ||
+         peso_h5_r_i64(r, g, "offsets", (int64_t)n + 1, &p->off, NULL) ||
+         r_offsets(r, g, "offsets", p->off, n) || peso_h5_r_i32(r, g, "history", p->off[n], &p->hist, NULL) ||
          r_range(r, g, "user", p->user, n, 0, (int64_t)s->n_users) ||
          r_range(r, g, "target", p->target, n, 0, (int64_t)s->n_items) ||
          r_range(r, g, "history", p->hist, (size_t)p->off[n], 0, (int64_t)s->n_items);
@@ -363,13 +160,13 @@ static int r_pairs(peso_h5r *r, hid_t blk, const char *name, peso_pairs *p, cons
 
 static int r_seq(peso_h5r *r, hid_t blk, peso_block *b, const peso_split *s)
 {
-    hid_t g = r_group(r, blk, "seq");
+    hid_t g = peso_h5_r_group(r, blk, "seq");
     if (g < 0)
         return -1;
-    int rc = r_i32(r, g, "user", -1, &b->seq_user, &b->n_seq);
-    rc = rc || r_i64(r, g, "offsets", (int64_t)b->n_seq + 1, &b->seq_off) ||
+    int rc = peso_h5_r_i32(r, g, "user", -1, &b->seq_user, &b->n_seq);
+    rc = rc || peso_h5_r_i64(r, g, "offsets", (int64_t)b->n_seq + 1, &b->seq_off, NULL) ||
          r_offsets(r, g, "offsets", b->seq_off, b->n_seq) ||
-         r_i32(r, g, "items", b->seq_off[b->n_seq], &b->seq_item, NULL) ||
+         peso_h5_r_i32(r, g, "items", b->seq_off[b->n_seq], &b->seq_item, NULL) ||
          r_range(r, g, "user", b->seq_user, b->n_seq, 0, (int64_t)s->n_users) ||
          r_range(r, g, "items", b->seq_item, (size_t)b->seq_off[b->n_seq], 0, (int64_t)s->n_items);
     H5Gclose(g);
@@ -379,11 +176,11 @@ static int r_seq(peso_h5r *r, hid_t blk, peso_block *b, const peso_split *s)
 /* A count attribute that must equal what the datasets hold. */
 static int r_count(peso_h5r *r, hid_t g, const char *name, int64_t *v, int64_t actual)
 {
-    if (r_attr_i64(r, g, name, v))
+    if (peso_h5_r_attr_i64(r, g, name, v))
         return -1;
     if (*v != actual)
-        return r_fail(r, g, NULL, "attribute %s = %lld disagrees with the %lld stored", name, (long long)*v,
-                      (long long)actual);
+        return peso_h5_r_fail_at(r, g, NULL, "attribute %s = %lld disagrees with the %lld stored", name,
+                                 (long long)*v, (long long)actual);
     return 0;
 }
 
@@ -391,7 +188,7 @@ static int r_block(peso_h5r *r, hid_t blocks, peso_block *b, const peso_split *s
 {
     char name[16];
     snprintf(name, sizeof name, "%d", b->k);
-    hid_t g = r_group(r, blocks, name);
+    hid_t g = peso_h5_r_group(r, blocks, name);
     if (g < 0)
         return -1;
     int64_t n_raw = 0, vp, tp;
@@ -399,15 +196,18 @@ static int r_block(peso_h5r *r, hid_t blocks, peso_block *b, const peso_split *s
     int rc = r_pairs(r, g, "train", &b->train, s) || r_pairs(r, g, "valid", &b->valid, s) ||
              r_pairs(r, g, "test", &b->test, s) || r_seq(r, g, b, s) ||
              r_count(r, g, "users", &st->users, (int64_t)b->n_seq) ||
-             r_attr_i64(r, g, "new_users", &st->new_users) || r_attr_i64(r, g, "items", &st->items) ||
-             r_attr_i64(r, g, "new_items", &st->new_items) ||
+             peso_h5_r_attr_i64(r, g, "new_users", &st->new_users) ||
+             peso_h5_r_attr_i64(r, g, "items", &st->items) ||
+             peso_h5_r_attr_i64(r, g, "new_items", &st->new_items) ||
              r_count(r, g, "interactions", &st->interactions, b->seq_off[b->n_seq]) ||
-             r_attr_f64(r, g, "avg_seq_len", &st->avg_seq_len) ||
-             r_attr_f64(r, g, "sparsity", &st->sparsity) ||
+             peso_h5_r_attr_f64(r, g, "avg_seq_len", &st->avg_seq_len) ||
+             peso_h5_r_attr_f64(r, g, "sparsity", &st->sparsity) ||
              r_count(r, g, "train_pairs", &st->train_pairs, (int64_t)b->train.n) ||
              r_count(r, g, "valid_pairs", &vp, (int64_t)b->valid.n) ||
-             r_count(r, g, "test_pairs", &tp, (int64_t)b->test.n) || r_attr_i64(r, g, "ts_min", &b->ts_min) ||
-             r_attr_i64(r, g, "ts_max", &b->ts_max) || r_attr_i64(r, g, "raw_interactions", &n_raw);
+             r_count(r, g, "test_pairs", &tp, (int64_t)b->test.n) ||
+             peso_h5_r_attr_i64(r, g, "ts_min", &b->ts_min) ||
+             peso_h5_r_attr_i64(r, g, "ts_max", &b->ts_max) ||
+             peso_h5_r_attr_i64(r, g, "raw_interactions", &n_raw);
     b->n_raw = (size_t)n_raw;
     H5Gclose(g);
     return rc ? -1 : 0;
@@ -416,48 +216,54 @@ static int r_block(peso_h5r *r, hid_t blocks, peso_block *b, const peso_split *s
 static int r_root(peso_h5r *r, hid_t f, peso_dataset *d)
 {
     int64_t dedup = 0, years = 0;
-    if (r_attr_int(r, f, "format_version", &d->format_version))
+    if (peso_h5_r_attr_int(r, f, "format_version", &d->format_version))
         return -1;
     if (d->format_version != PESO_DATASET_FORMAT)
-        return r_fail(r, f, "@format_version", "found %d, this build reads %d", d->format_version,
-                      PESO_DATASET_FORMAT);
-    int rc = r_attr_str(r, f, "config", &d->config) || r_attr_str(r, f, "fingerprint", &d->fingerprint) ||
-             r_attr_int(r, f, "n_blocks", &d->split.n_blocks) || r_attr_int(r, f, "window", &d->window) ||
-             r_attr_i64(r, f, "n_after_dedup", &dedup) || r_attr_i64(r, f, "n_after_years", &years);
+        return peso_h5_r_fail_at(r, f, "@format_version", "found %d, this build reads %d", d->format_version,
+                                 PESO_DATASET_FORMAT);
+    int rc = peso_h5_r_attr_str(r, f, "config", &d->config) ||
+             peso_h5_r_attr_str(r, f, "fingerprint", &d->fingerprint) ||
+             peso_h5_r_attr_int(r, f, "n_blocks", &d->split.n_blocks) ||
+             peso_h5_r_attr_int(r, f, "window", &d->window) ||
+             peso_h5_r_attr_i64(r, f, "n_after_dedup", &dedup) ||
+             peso_h5_r_attr_i64(r, f, "n_after_years", &years);
     if (rc)
         return -1;
     d->split.n_after_dedup = (size_t)dedup;
     d->split.n_after_years = (size_t)years;
     if (d->split.n_blocks < 1 || d->split.n_blocks > PESO_MAX_BLOCKS)
-        return r_fail(r, f, "@n_blocks", "found %d, expected 1..%d", d->split.n_blocks, PESO_MAX_BLOCKS);
+        return peso_h5_r_fail_at(r, f, "@n_blocks", "found %d, expected 1..%d", d->split.n_blocks,
+                                 PESO_MAX_BLOCKS);
     if (d->window < 1)
-        return r_fail(r, f, "@window", "found %d, expected >= 1", d->window);
+        return peso_h5_r_fail_at(r, f, "@window", "found %d, expected >= 1", d->window);
     return 0;
 }
 
 static int r_items(peso_h5r *r, hid_t f, peso_dataset *d)
 {
-    hid_t g = r_group(r, f, "items");
+    hid_t g = peso_h5_r_group(r, f, "items");
     if (g < 0)
         return -1;
     hsize_t dims[2];
-    int rc = r_strings(r, g, "id", -1, &d->item_id, &d->split.n_items);
-    hid_t c = rc ? -1 : r_data_open(r, g, "codes", H5T_INTEGER, 2, dims);
+    int rank;
+    int rc = peso_h5_r_strs(r, g, "id", -1, &d->item_id, &d->split.n_items);
+    hid_t c = rc ? -1 : peso_h5_r_data_open(r, g, "codes", H5T_INTEGER, 2, 2, &rank, dims);
     rc = rc || c < 0;
     if (!rc && (dims[0] != d->split.n_items || dims[1] < 1 || dims[1] > PESO_SEMID_MAX_LEVELS))
-        rc = r_fail(r, g, "codes", "expected shape [%zu, 1..%d], found [%llu, %llu]", d->split.n_items,
-                    PESO_SEMID_MAX_LEVELS, (unsigned long long)dims[0], (unsigned long long)dims[1]);
+        rc = peso_h5_r_fail_at(r, g, "codes", "expected shape [%zu, 1..%d], found [%llu, %llu]",
+                               d->split.n_items, PESO_SEMID_MAX_LEVELS, (unsigned long long)dims[0],
+                               (unsigned long long)dims[1]);
     if (!rc) {
         d->n_levels = (int)dims[1];
         size_t cells = (size_t)(dims[0] * dims[1]);
         d->codes = peso_malloc((cells ? cells : 1) * sizeof *d->codes);
-        if (dims[0] && H5Dread(c, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, d->codes) < 0)
-            rc = r_fail(r, g, "codes", "cannot read dataset");
-        rc = rc || r_attr_num(r, c, "level_size", H5T_INTEGER, H5T_NATIVE_INT, d->n_levels, d->level_size) ||
-             r_attr_int(r, c, "imported", &d->imported) ||
-             r_i32(r, g, "first_block", (int64_t)d->split.n_items, &d->split.item_first_block, NULL) ||
-             r_range(r, g, "first_block", d->split.item_first_block, d->split.n_items, 1,
-                     d->split.n_blocks + 1);
+        rc =
+            peso_h5_r_data_read(r, c, H5T_NATIVE_INT32, d->codes) ||
+            peso_h5_r_attr(r, c, "level_size", H5T_INTEGER, H5T_NATIVE_INT, d->n_levels, d->level_size) ||
+            peso_h5_r_attr_int(r, c, "imported", &d->imported) ||
+            peso_h5_r_i32(r, g, "first_block", (int64_t)d->split.n_items, &d->split.item_first_block, NULL) ||
+            r_range(r, g, "first_block", d->split.item_first_block, d->split.n_items, 1,
+                    d->split.n_blocks + 1);
     }
     if (c >= 0)
         H5Dclose(c);
@@ -469,14 +275,14 @@ static int r_file(peso_h5r *r, hid_t f, peso_dataset *d)
 {
     if (r_root(r, f, d) || r_items(r, f, d))
         return -1;
-    hid_t g = r_group(r, f, "users");
+    hid_t g = peso_h5_r_group(r, f, "users");
     if (g < 0)
         return -1;
-    int rc = r_strings(r, g, "id", -1, &d->user_id, &d->split.n_users);
+    int rc = peso_h5_r_strs(r, g, "id", -1, &d->user_id, &d->split.n_users);
     H5Gclose(g);
     if (rc)
         return -1;
-    g = r_group(r, f, "blocks");
+    g = peso_h5_r_group(r, f, "blocks");
     if (g < 0)
         return -1;
     d->split.b = peso_calloc((size_t)d->split.n_blocks, sizeof *d->split.b);
@@ -489,29 +295,20 @@ static int r_file(peso_h5r *r, hid_t f, peso_dataset *d)
     return rc;
 }
 
-static hid_t open_file(const char *path, peso_err *err)
+static hid_t open_file(peso_h5r *r)
 {
-    peso_h5_quiet();
-    if (access(path, R_OK) != 0) {
-        peso_errf(err, "%s: cannot read: %s", path, strerror(errno));
-        return -1;
-    }
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        char why[PESO_H5_REASON];
-        peso_h5_reason(why);
-        peso_errf(err, "%s: not a readable HDF5 file: %s", path, why);
-    }
-    return f;
+    if (access(r->file, R_OK) != 0)
+        return peso_errf(r->err, "%s: cannot read: %s", r->file, strerror(errno));
+    return peso_h5_r_open(r, "not a readable HDF5 file");
 }
 
 int peso_dataset_read(const char *path, peso_dataset *out, peso_err *err)
 {
     memset(out, 0, sizeof *out);
-    hid_t f = open_file(path, err);
+    peso_h5r r = {path, err};
+    hid_t f = open_file(&r);
     if (f < 0)
         return -1;
-    peso_h5r r = {path, err};
     int rc = r_file(&r, f, out);
     H5Fclose(f);
     if (rc)
@@ -521,12 +318,12 @@ int peso_dataset_read(const char *path, peso_dataset *out, peso_err *err)
 
 int peso_dataset_read_fingerprint(const char *path, char *out, size_t n, peso_err *err)
 {
-    hid_t f = open_file(path, err);
+    peso_h5r r = {path, err};
+    hid_t f = open_file(&r);
     if (f < 0)
         return -1;
-    peso_h5r r = {path, err};
     char *s = NULL;
-    int rc = r_attr_str(&r, f, "fingerprint", &s);
+    int rc = peso_h5_r_attr_str(&r, f, "fingerprint", &s);
     H5Fclose(f);
     if (rc == 0 && strlen(s) >= n)
         rc = peso_errf(err, "%s: fingerprint '%s' is longer than %zu bytes", path, s, n - 1);

@@ -7,38 +7,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/h5.h"
 #include "model/llama.h"
 
-static int read_2d(hid_t f, const char *path, const char *name, int required, int *B, int *T, int32_t **out,
-                   peso_err *err)
+/* Dataset name as a non-empty [B, T] array of int32 values; *B and *T, when
+ * set, are the shape it must have. A missing dataset that is not required
+ * leaves *out NULL. */
+static int read_2d(peso_h5r *r, hid_t f, const char *name, int required, int *B, int *T, int32_t **out)
 {
     *out = NULL;
     if (H5Lexists(f, name, H5P_DEFAULT) <= 0)
-        return required ? peso_errf(err, "%s: dataset /%s is missing", path, name) : 0;
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+        return required ? peso_errf(r->err, "%s: dataset /%s is missing", r->file, name) : 0;
+    hsize_t dims[2];
+    int rank;
+    hid_t d = peso_h5_r_data_open(r, f, name, H5T_INTEGER, 2, 2, &rank, dims);
     if (d < 0)
-        return peso_errf(err, "%s: /%s is not a dataset", path, name);
-    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
-    int rank = H5Sget_simple_extent_ndims(sp);
-    hsize_t dims[2] = {0, 0};
+        return -1;
     int rc = 0;
-    if (H5Tget_class(t) != H5T_INTEGER)
-        rc = peso_errf(err, "%s: /%s: expected an integer dataset", path, name);
-    else if (rank != 2 || H5Sget_simple_extent_dims(sp, dims, NULL) != 2 || dims[0] < 1 || dims[1] < 1 ||
-             dims[0] * dims[1] > INT32_MAX / 2)
-        rc = peso_errf(err, "%s: /%s: expected a non-empty [B, T] dataset", path, name);
+    if (dims[0] < 1 || dims[1] < 1 || dims[0] * dims[1] > INT32_MAX / 2)
+        rc = peso_h5_r_fail_at(r, d, NULL, "expected a non-empty [B, T] dataset, found [%llu, %llu]",
+                               (unsigned long long)dims[0], (unsigned long long)dims[1]);
     else if (*B && ((int)dims[0] != *B || (int)dims[1] != *T))
-        rc = peso_errf(err, "%s: /%s: shape [%llu, %llu], expected [%d, %d] like /input_ids", path, name,
-                       (unsigned long long)dims[0], (unsigned long long)dims[1], *B, *T);
+        rc = peso_h5_r_fail_at(r, d, NULL, "shape [%llu, %llu], expected [%d, %d] like /input_ids",
+                               (unsigned long long)dims[0], (unsigned long long)dims[1], *B, *T);
     size_t n = (size_t)(dims[0] * dims[1]);
     int64_t *wide = rc == 0 ? peso_malloc(n * sizeof *wide) : NULL;
-    if (rc == 0 && H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, wide) < 0)
-        rc = peso_errf(err, "%s: /%s: cannot read", path, name);
+    if (rc == 0)
+        rc = peso_h5_r_data_read(r, d, H5T_NATIVE_INT64, wide);
+    H5Dclose(d);
     if (rc == 0) {
         *out = peso_malloc(n * sizeof **out);
         for (size_t i = 0; i < n && rc == 0; i++) {
             if (wide[i] < INT32_MIN || wide[i] > INT32_MAX)
-                rc = peso_errf(err, "%s: /%s[%zu][%zu] = %lld does not fit in int32", path, name,
+                rc = peso_errf(r->err, "%s: /%s[%zu][%zu] = %lld does not fit in int32", r->file, name,
                                i / (size_t)dims[1], i % (size_t)dims[1], (long long)wide[i]);
             (*out)[i] = (int32_t)wide[i];
         }
@@ -46,9 +47,6 @@ static int read_2d(hid_t f, const char *path, const char *name, int required, in
         *T = (int)dims[1];
     }
     free(wide);
-    H5Tclose(t);
-    H5Sclose(sp);
-    H5Dclose(d);
     return rc;
 }
 
@@ -87,16 +85,16 @@ int peso_llama_lens_from_mask(const int32_t *mask, int B, int T, int32_t *lens, 
 int peso_llama_batch_read(peso_llama_batch_file *f, const char *path, peso_err *err)
 {
     memset(f, 0, sizeof *f);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t h = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    peso_h5r r = {path, err};
+    hid_t h = peso_h5_r_open(&r, NULL);
     if (h < 0)
-        return peso_errf(err, "%s: cannot open as HDF5", path);
+        return -1;
     int B = 0, T = 0;
-    int rc = read_2d(h, path, "input_ids", 1, &B, &T, &f->ids, err);
+    int rc = read_2d(&r, h, "input_ids", 1, &B, &T, &f->ids);
     if (rc == 0)
-        rc = read_2d(h, path, "attention_mask", 1, &B, &T, &f->mask, err);
+        rc = read_2d(&r, h, "attention_mask", 1, &B, &T, &f->mask);
     if (rc == 0)
-        rc = read_2d(h, path, "labels", 0, &B, &T, &f->labels, err);
+        rc = read_2d(&r, h, "labels", 0, &B, &T, &f->labels);
     H5Fclose(h);
     if (rc == 0) {
         f->lens = peso_malloc((size_t)B * sizeof *f->lens);

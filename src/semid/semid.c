@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/atomic.h"
+#include "common/h5.h"
 #include "common/json.h"
 #include "common/strtab.h"
 #include "semid/modelfeat.h"
@@ -305,76 +306,55 @@ int peso_semid_export(const peso_semid *s, const char *path, const peso_raw *raw
 
 /* ---- HDF5 embeddings ---- */
 
+/* The open /embeddings and the strings of /ids, one a row. */
 typedef struct h5_handles {
-    hid_t file, emb, ids, emb_space, ids_space, ids_type, mem_type;
+    hid_t file, emb, emb_space;
+    char **ids;
+    size_t n_ids;
 } h5_handles;
 
 static void h5_close(h5_handles *h)
 {
-    if (h->mem_type >= 0)
-        H5Tclose(h->mem_type);
-    if (h->ids_type >= 0)
-        H5Tclose(h->ids_type);
-    if (h->ids_space >= 0)
-        H5Sclose(h->ids_space);
+    for (size_t i = 0; i < h->n_ids; i++)
+        free(h->ids[i]);
+    free(h->ids);
     if (h->emb_space >= 0)
         H5Sclose(h->emb_space);
-    if (h->ids >= 0)
-        H5Dclose(h->ids);
     if (h->emb >= 0)
         H5Dclose(h->emb);
     if (h->file >= 0)
         H5Fclose(h->file);
 }
 
-/* Opens both datasets and checks their shapes: /embeddings [n, d] float,
- * /ids [n] strings. */
+/* Opens /embeddings [n, d] float and reads /ids [n] strings (variable or
+ * fixed length). */
 static int h5_open(h5_handles *h, const char *path, hsize_t *n, hsize_t *d, peso_err *err)
 {
-    h->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    peso_h5r r = {path, err};
+    hsize_t ed[H5S_MAX_RANK];
+    int rank;
+    h->file = peso_h5_r_open(&r, NULL);
     if (h->file < 0)
-        return peso_errf(err, "%s: cannot open as an HDF5 file", path);
-    h->emb = H5Dopen2(h->file, "/embeddings", H5P_DEFAULT);
-    if (h->emb < 0)
+        return -1;
+    if (H5Lexists(h->file, "embeddings", H5P_DEFAULT) <= 0)
         return peso_errf(err, "%s: no dataset /embeddings", path);
-    h->ids = H5Dopen2(h->file, "/ids", H5P_DEFAULT);
-    if (h->ids < 0)
-        return peso_errf(err, "%s: no dataset /ids", path);
-    hid_t et = H5Dget_type(h->emb);
-    H5T_class_t ec = H5Tget_class(et);
-    H5Tclose(et);
-    if (ec != H5T_FLOAT)
-        return peso_errf(err, "%s: /embeddings is not a floating-point dataset", path);
-    hsize_t ed[2], id[1];
-    h->emb_space = H5Dget_space(h->emb);
-    if (H5Sget_simple_extent_ndims(h->emb_space) != 2)
+    h->emb = peso_h5_r_data_open(&r, h->file, "embeddings", H5T_FLOAT, 0, H5S_MAX_RANK, &rank, ed);
+    if (h->emb < 0)
+        return -1;
+    if (rank != 2)
         return peso_errf(err, "%s: /embeddings must be 2-dimensional [items, dim]", path);
-    H5Sget_simple_extent_dims(h->emb_space, ed, NULL);
-    h->ids_space = H5Dget_space(h->ids);
-    if (H5Sget_simple_extent_ndims(h->ids_space) != 1)
-        return peso_errf(err, "%s: /ids must be 1-dimensional [items]", path);
-    H5Sget_simple_extent_dims(h->ids_space, id, NULL);
-    if (id[0] != ed[0])
-        return peso_errf(err, "%s: /ids has %llu entries but /embeddings has %llu rows", path,
-                         (unsigned long long)id[0], (unsigned long long)ed[0]);
+    if (peso_h5_r_strs(&r, h->file, "ids", -1, &h->ids, &h->n_ids) < 0)
+        return -1;
+    if (h->n_ids != ed[0])
+        return peso_errf(err, "%s: /ids has %zu entries but /embeddings has %llu rows", path, h->n_ids,
+                         (unsigned long long)ed[0]);
     if (ed[1] < 1 || ed[1] > INT_MAX)
         return peso_errf(err, "%s: /embeddings has %llu columns, expected 1..%d", path,
                          (unsigned long long)ed[1], INT_MAX);
-    h->ids_type = H5Dget_type(h->ids);
-    if (H5Tget_class(h->ids_type) != H5T_STRING)
-        return peso_errf(err, "%s: /ids is not a string dataset", path);
+    h->emb_space = H5Dget_space(h->emb);
     *n = ed[0];
     *d = ed[1];
     return 0;
-}
-
-static void reclaim_strings(h5_handles *h, char **vbuf)
-{
-#if H5_VERSION_GE(1, 12, 0)
-    H5Treclaim(h->mem_type, h->ids_space, H5P_DEFAULT, vbuf);
-#else
-    H5Dvlen_reclaim(h->mem_type, h->ids_space, H5P_DEFAULT, vbuf);
-#endif
 }
 
 /* Maps every /ids row to its dataset item (-1: not in the dataset). */
@@ -385,21 +365,9 @@ static int map_ids(h5_handles *h, const char *path, size_t n, const peso_raw *ra
     int64_t *seen = peso_malloc(split->n_items * sizeof *seen);
     for (size_t i = 0; i < split->n_items; i++)
         seen[i] = -1;
-    int vlen = H5Tis_variable_str(h->ids_type) > 0;
-    size_t fixed = vlen ? 0 : H5Tget_size(h->ids_type);
-    h->mem_type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(h->mem_type, vlen ? H5T_VARIABLE : fixed + 1);
-    H5Tset_strpad(h->mem_type, H5T_STR_NULLTERM);
-    /* HDF5 does not convert between ASCII and UTF-8 (h5py writes UTF-8). */
-    H5Tset_cset(h->mem_type, H5Tget_cset(h->ids_type));
-    char **vbuf = vlen ? peso_calloc(n ? n : 1, sizeof *vbuf) : NULL;
-    char *fbuf = vlen ? NULL : peso_calloc((n ? n : 1) * (fixed + 1), 1);
-    int rc = 0, read_ok = H5Dread(h->ids, h->mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                  vlen ? (void *)vbuf : fbuf) >= 0;
-    if (!read_ok)
-        rc = peso_errf(err, "%s: cannot read /ids", path);
+    int rc = 0;
     for (size_t r = 0; rc == 0 && r < n; r++) {
-        const char *s = vlen ? vbuf[r] : fbuf + r * (fixed + 1);
+        const char *s = h->ids[r];
         int32_t ri = s ? peso_strtab_find(raw->items, s, strlen(s)) : -1;
         int64_t ds = ri >= 0 ? raw2ds[ri] : -1;
         row_item[r] = ds;
@@ -421,10 +389,6 @@ static int map_ids(h5_handles *h, const char *path, size_t n, const peso_raw *ra
                        "of %zu dataset items missing)",
                        path, item_id(raw, split, i), missing, split->n_items);
     }
-    if (vlen && read_ok)
-        reclaim_strings(h, vbuf);
-    free(vbuf);
-    free(fbuf);
     free(seen);
     free(raw2ds);
     return rc;
@@ -474,7 +438,7 @@ int peso_semid_read_embeddings(const char *path, const peso_raw *raw, const peso
     void *old_data;
     H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    h5_handles h = {-1, -1, -1, -1, -1, -1, -1};
+    h5_handles h = {-1, -1, -1, NULL, 0};
     hsize_t n = 0, d = 0;
     int rc = h5_open(&h, path, &n, &d, err);
     int64_t *row_item = NULL;

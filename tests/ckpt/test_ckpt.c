@@ -3,6 +3,7 @@
  * temporary files are passed over when looking for the newest, and
  * h5dump sees the documented layout. */
 #include <criterion/criterion.h>
+#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -422,6 +423,82 @@ Test(ckpt, check_lists_all_differences_and_names_file)
     peso_ckpt_free(&in);
     unmake(&fx);
     rm_dir(dir);
+}
+
+/* Edits a written checkpoint with HDF5 directly to break one object; the
+ * read must fail with "<file>: <object>: <what>". */
+static void expect_damage(void (*edit)(hid_t f), const char *obj, const char *what)
+{
+    char *dir = tmp_dir(), p[PESO_PATH_MAX], want[PESO_PATH_MAX + 256];
+    write_ckpt(dir, "stage-1.h5", 1, 0, PESO_CKPT_FINAL);
+    snprintf(p, sizeof p, "%s/stage-1.h5", dir);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    edit(f);
+    H5Fclose(f);
+    peso_ckpt in;
+    peso_err err;
+    cr_assert_eq(peso_ckpt_read(p, &in, &err), -1, "%s", obj);
+    snprintf(want, sizeof want, "%s: %s: %s", p, obj, what);
+    cr_assert(strstr(err.msg, want), "want \"%s\" in: %s", want, err.msg);
+    peso_ckpt_free(&in);
+    rm_dir(dir);
+}
+
+static void drop_optim_v(hid_t f)
+{
+    cr_assert(H5Ldelete(f, "optim/v", H5P_DEFAULT) >= 0);
+}
+
+static void drop_lora_alpha(hid_t f)
+{
+    cr_assert(H5Adelete_by_name(f, "model", "lora_alpha", H5P_DEFAULT) >= 0);
+}
+
+/* A dataset of n int32 zeros at path, replacing what was there. */
+static void put_ints(hid_t f, const char *path, hsize_t n)
+{
+    int32_t zero[8] = {0};
+    cr_assert(n <= 8);
+    cr_assert(H5Ldelete(f, path, H5P_DEFAULT) >= 0);
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t d = H5Dcreate2(f, path, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(d >= 0);
+    cr_assert(H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, zero) >= 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+}
+
+static void short_rng(hid_t f)
+{
+    put_ints(f, "rng/shuffle", 3);
+}
+
+static void int_tensor(hid_t f)
+{
+    put_ints(f, "past/0/magnitude", 4);
+}
+
+static void other_kind(hid_t f)
+{
+    cr_assert(H5Adelete(f, "kind") >= 0);
+    hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+    H5Tset_size(t, H5T_VARIABLE);
+    const char *k = "other";
+    hid_t a = H5Acreate2(f, "kind", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, t, &k) >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+}
+
+Test(ckpt, damaged_objects_are_named)
+{
+    expect_damage(drop_optim_v, "/optim/v", "dataset is missing");
+    expect_damage(drop_lora_alpha, "/model/@lora_alpha", "attribute is missing");
+    expect_damage(short_rng, "/rng/shuffle", "expected shape [4], found [3]");
+    expect_damage(int_tensor, "/past/0/magnitude", "expected a float dataset, found integer");
+    expect_damage(other_kind, "/@kind", "\"other\", expected \"final\" or \"partial\"");
 }
 
 Test(ckpt, truncated_file_fails_naming_it)
