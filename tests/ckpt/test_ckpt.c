@@ -14,6 +14,7 @@
 #include "ckpt/ckpt.h"
 #include "common/atomic.h"
 #include "model/llama.h"
+#include "skip.h"
 
 /* A small model: 2 layers, hidden 8, 2 heads of 4, 1 kv head. */
 static void small_model(peso_llama_config *mc, peso_lora_conf *lc)
@@ -612,7 +613,7 @@ Test(ckpt, newest_of_nothing)
 Test(ckpt, h5dump_lists_layout)
 {
     if (system("command -v h5dump >/dev/null 2>&1") != 0)
-        cr_skip_test("h5dump is not installed");
+        peso_test_missing("h5dump is not installed");
     char *dir = tmp_dir(), cmd[PESO_PATH_MAX + 64];
     write_ckpt(dir, "stage-0.h5", 0, 0, PESO_CKPT_FINAL);
     snprintf(cmd, sizeof cmd, "h5dump -H '%s/stage-0.h5'", dir);

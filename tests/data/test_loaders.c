@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "data/raw.h"
+#include "skip.h"
 
 #define FIX(name) PESO_FIXTURES "/loaders/" name
 
@@ -641,7 +642,7 @@ Test(letter, empty_and_repeated_user_keys)
     peso_raw_free(&r);
 }
 
-/* ---- real data in ../shared/data (skipped when absent) ---- */
+/* ---- real data in ../shared/data (skipped when absent, tests/skip.h) ---- */
 
 static int have(const char *path)
 {
@@ -655,7 +656,7 @@ static int have(const char *path)
 Test(real, amazon2014_musical_instruments)
 {
     if (!have(A14_REAL))
-        cr_skip_test("%s absent (shared data not available here)", A14_REAL);
+        peso_test_missing("%s absent (shared data not available here)", A14_REAL);
     peso_conf c = conf_for("amazon2014", A14_REAL, "");
     peso_raw r;
     peso_err err;
@@ -687,7 +688,7 @@ Test(real, amazon2014_musical_instruments)
 Test(real, letter_instruments)
 {
     if (!have(LETTER_REAL))
-        cr_skip_test("%s absent (shared data not available here)", LETTER_REAL);
+        peso_test_missing("%s absent (shared data not available here)", LETTER_REAL);
     peso_conf c = conf_for("letter", LETTER_REAL, "");
     peso_raw r;
     peso_err err;

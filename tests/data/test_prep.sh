@@ -4,6 +4,8 @@
 set -euo pipefail
 bin=${PESO_BIN_DIR:?}/peso-prep
 data=${PESO_SHARED_DATA:-}
+# shellcheck source=../skip.sh source-path=SCRIPTDIR
+. "${PESO_SOURCE_DIR:?}/tests/skip.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -32,6 +34,8 @@ if command -v h5dump > /dev/null; then
     grep -q 'GROUP "blocks"' "$tmp/h5.txt" || fail "h5dump does not show /blocks"
     h5dump -a /config "$tmp/demo/dataset.h5" > "$tmp/h5c.txt"
     grep -q 'format: synthetic' "$tmp/h5c.txt" || fail "config not stored"
+else
+    skip_missing_part "h5dump is not installed (hdf5-tools): the layout checks did not run"
 fi
 
 # 2. --print-config output is a config that reproduces itself
@@ -53,14 +57,14 @@ set -e
     || fail "bad line: rc=$rc3 $(cat "$tmp/e3")"
 [ -e "$tmp/y/dataset.h5" ] && fail "a failed run left a dataset"
 
-# 4. real data (skips without ../shared/data)
+# 4. real data (skipped without ../shared/data)
 a14="$data/amazon-instruments-2014/reviews_Musical_Instruments_5.json.gz"
 if [ -f "$a14" ]; then
     "$bin" --set data.format=amazon2014 --set data.reviews="$a14" --set out_dir="$tmp/a14" \
         --set semid.epochs=5 > "$tmp/a14.txt"
     grep -q 'loaded 10261 interactions, 1429 users, 900 items' "$tmp/a14.txt" || fail "amazon2014 counts"
 else
-    echo "SKIP: $a14 absent (real-data part)"
+    skip_missing_part "$a14 is not there (the shared data folder): the Amazon 2014 part did not run"
 fi
 let="$data/letter-instruments-2018"
 if [ -f "$let/Instruments.inter.json" ]; then
@@ -79,6 +83,6 @@ a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert a == b, "exported index differs from the imported one"
 PY
 else
-    echo "SKIP: $let absent (LETTER part)"
+    skip_missing_part "$let/Instruments.inter.json is not there (the shared data folder): the LETTER part did not run"
 fi
 echo "peso-prep end to end: ok"

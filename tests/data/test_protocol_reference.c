@@ -1,7 +1,8 @@
 /* The independent check: the C loader + split on the real Amazon 2014
  * Musical Instruments file against tools/reference/protocol.py (plain
  * Python written from the protocol text): every statistic and every pair,
- * in order, for three settings. Skips when the shared data is absent. */
+ * in order, for three settings. Skipped when the shared data is absent
+ * (tests/skip.h). */
 #include <cJSON.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "data/raw.h"
 #include "data/split.h"
 #include "data/stats.h"
+#include "skip.h"
 
 #define REVIEWS PESO_SHARED_DATA "/amazon-instruments-2014/reviews_Musical_Instruments_5.json.gz"
 #define PYTHON "/usr/bin/python3"
@@ -26,9 +28,9 @@ typedef struct setting {
 static void need_inputs(void)
 {
     if (access(REVIEWS, R_OK) != 0)
-        cr_skip_test("shared data absent (%s): the reference comparison needs it", REVIEWS);
+        peso_test_missing("shared data absent (%s): the reference comparison needs it", REVIEWS);
     if (access(PYTHON, X_OK) != 0)
-        cr_skip_test("%s absent: the Python reference cannot run", PYTHON);
+        peso_test_missing("%s absent: the Python reference cannot run", PYTHON);
 }
 
 static void run_reference(const setting *st, const char *stats, const char *pairs)

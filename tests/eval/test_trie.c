@@ -8,6 +8,7 @@
 #include "common/json.h"
 #include "common/rng.h"
 #include "eval/trie.h"
+#include "skip.h"
 
 /* Hand case: 5 items of 3 levels, listed out of order; items 0, 1 and 4
  * share (1, 2, 3). Level sizes {2, 3, 4}. */
@@ -322,7 +323,7 @@ Test(trie, letter_instruments_index)
     const char *path = PESO_SHARED_DATA "/letter-instruments-2018/Instruments.index.json";
     FILE *f = fopen(path, "rb");
     if (!f)
-        cr_skip_test("%s not present (shared data folder absent)", path);
+        peso_test_missing("%s not present (shared data folder absent)", path);
     fclose(f);
     int n;
     int32_t *codes = read_letter(path, &n);

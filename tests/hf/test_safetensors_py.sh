@@ -5,7 +5,8 @@
 # same tensors. Needs the reference venv (tools/reference).
 set -euo pipefail
 src=${PESO_SOURCE_DIR:?} bin=${PESO_BIN_DIR:?}
-source "$src/tests/model/ref_venv.sh"
+# shellcheck source=../skip.sh source-path=SCRIPTDIR
+. "$src/tests/skip.sh"
 need_ref_venv "import safetensors, numpy, ml_dtypes"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

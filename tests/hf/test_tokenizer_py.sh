@@ -5,7 +5,8 @@
 # Needs the reference venv (tools/reference/setup-venv.sh).
 set -euo pipefail
 src=${PESO_SOURCE_DIR:?} bin=${PESO_BIN_DIR:?}
-source "$src/tests/model/ref_venv.sh"
+# shellcheck source=../skip.sh source-path=SCRIPTDIR
+. "$src/tests/skip.sh"
 need_ref_venv "import tokenizers"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

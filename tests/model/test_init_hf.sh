@@ -7,10 +7,11 @@
 # ids our prompt builder assembled, and whose loss with our labels is the
 # cross-entropy of the target codes only. Needs the reference venv with
 # torch and transformers (tools/reference/setup-venv.sh; $PESO_REF_VENV
-# names another one); skips without it.
+# names another one); skipped without it, a failure under PESO_TEST_STRICT.
 set -euo pipefail
 src=${PESO_SOURCE_DIR:?} bin=${PESO_BIN_DIR:?}
-source "$src/tests/model/ref_venv.sh"
+# shellcheck source=../skip.sh source-path=SCRIPTDIR
+. "$src/tests/skip.sh"
 need_ref_venv "import torch, transformers"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

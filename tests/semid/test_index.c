@@ -7,6 +7,7 @@
 
 #include "semid/semid.h"
 #include "semid_test_util.h"
+#include "skip.h"
 
 #define FIX PESO_FIXTURES "/semid/"
 
@@ -261,7 +262,7 @@ Test(import, letter_instruments)
     const char *path = PESO_SHARED_DATA "/letter-instruments-2018/Instruments.index.json";
     FILE *f = fopen(path, "rb");
     if (!f)
-        cr_skip_test("%s not present (shared data folder absent)", path);
+        peso_test_missing("%s not present (shared data folder absent)", path);
     fclose(f);
     enum { N = 9922 };
     char **ids = malloc(N * sizeof *ids);

@@ -6,6 +6,8 @@ set -euo pipefail
 
 src=${PESO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 fetch=$src/tools/fetch-amazon.sh
+# shellcheck source=../skip.sh source-path=SCRIPTDIR
+. "$src/tests/skip.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
@@ -67,7 +69,7 @@ $base/meta_categories/meta_Musical_Instruments.jsonl.gz -> data/amazon2023/meta_
 
 # ---- fetch from a file:// mirror ----
 if ! command -v curl >/dev/null; then
-    echo "SKIP: fetch checks need curl (file:// URLs)"
+    skip_missing_part "curl is not installed: the fetch checks (file:// URLs) did not run"
 else
     mirror=$tmp/mirror
     mkdir -p "$mirror/raw/review_categories" "$mirror/raw/meta_categories"

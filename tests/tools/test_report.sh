@@ -8,11 +8,17 @@ set -euo pipefail
 src=${PESO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 report=$src/tools/report
 fix=$src/tests/tools/report_fixtures
+# shellcheck source=../skip.sh source-path=SCRIPTDIR
+. "$src/tests/skip.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
 have_gnuplot=0
-command -v gnuplot >/dev/null && have_gnuplot=1
+if command -v gnuplot >/dev/null; then
+    have_gnuplot=1
+else
+    skip_missing_part "gnuplot is not installed: the PNG checks do not run"
+fi
 
 fail() {
     echo "FAIL: $*" >&2
@@ -213,8 +219,6 @@ csv_row "$lcsv" "5.0" 0.03 0.065 0.02 0.03
     fail "a method with one lambda got a lambda sweep"
 if ((have_gnuplot)); then
     is_png "$tmp/sweep/lambda-peso.png"
-else
-    echo "gnuplot not installed: PNG checks skipped" >&2
 fi
 
 # ---- default output folder: <first RUN_DIR>/report ----

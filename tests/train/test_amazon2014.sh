@@ -5,11 +5,10 @@
 # finite metrics for every stage.
 set -euo pipefail
 bin=${PESO_BIN_DIR:?}
+# shellcheck source=../skip.sh source-path=SCRIPTDIR
+. "${PESO_SOURCE_DIR:?}/tests/skip.sh"
 data=${PESO_SHARED_DATA:?}/amazon-instruments-2014/reviews_Musical_Instruments_5.json.gz
-if [ ! -f "$data" ]; then
-    echo "SKIP: $data is not there"
-    exit 0
-fi
+[ -f "$data" ] || skip_missing "$data is not there (the shared data folder)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$bin/peso-train" --set data.format=amazon2014 --set data.reviews="$data" --set out_dir="$tmp/run" \

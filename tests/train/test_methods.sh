@@ -9,6 +9,8 @@
 set -euo pipefail
 bin=${PESO_BIN_DIR:?}
 src=${PESO_SOURCE_DIR:?}
+# shellcheck source=../skip.sh source-path=SCRIPTDIR
+. "$src/tests/skip.sh"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 out=$tmp/run
@@ -68,8 +70,10 @@ PY
 grep -q 'Single evolving LoRA' "$tmp/report.txt" || fail "report has no single row"
 grep -q 'SD-LoRA latest+inherit' "$tmp/report.txt" || fail "report has no SD-LoRA row"
 
-. "$src/tests/model/ref_venv.sh"
-need_ref_venv "import h5py, numpy"
+if ! ref_venv_can "import h5py, numpy"; then
+    skip_missing_part "$ref_venv_why: the checkpoint checks with h5py did not run"
+    exit 0
+fi
 "$py" - "$out" <<'PY'
 import sys
 import h5py, numpy as np

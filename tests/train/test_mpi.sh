@@ -12,7 +12,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
-. "$src/tests/model/ref_venv.sh"
+# shellcheck source=../skip.sh source-path=SCRIPTDIR
+. "$src/tests/skip.sh"
 need_ref_venv "import h5py, numpy"
 mpirun=(mpirun --oversubscribe --allow-run-as-root)
 common=(--config "$src/tests/train/small.yaml" --set threads=1)
