@@ -9,7 +9,7 @@ source "$src/tests/model/ref_venv.sh"
 need_ref_venv "import safetensors, numpy, ml_dtypes"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-PESO_ST_EXPORT_DIR=$dir "$bin/model_test_safetensors" --jobs=1 \
+PESO_ST_EXPORT_DIR=$dir "$bin/hf_test_safetensors" --jobs=1 \
     --filter 'safetensors/writer_lays_out_as_the_official_library' >/dev/null
 "$py" - "$dir" <<'PY'
 import sys

@@ -9,7 +9,7 @@ source "$src/tests/model/ref_venv.sh"
 need_ref_venv "import tokenizers"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-PESO_TOK_EXPORT_DIR=$dir "$bin/model_test_tokenizer" --jobs=1 \
+PESO_TOK_EXPORT_DIR=$dir "$bin/hf_test_tokenizer" --jobs=1 \
     --filter 'tokenizer/built_and_extended_tokenizers_save_for_python' >/dev/null
 "$py" - "$dir" "$src/tests/fixtures/model" <<'PY'
 import json, sys
