@@ -24,7 +24,7 @@
 
 #include "backend/backend.h"
 #include "common/atomic.h"
-#include "lora/peft.h"
+#include "lora/adapter.h"
 #include "model/init.h"
 #include "model/llama.h"
 #include "hf/safetensors.h"
@@ -190,7 +190,7 @@ static int open_model(struct args *a, peso_backend **be, peso_llama **m)
 {
     peso_err err;
     *m = NULL;
-    if (a->adapter && peso_peft_read_conf(a->adapter, &a->mo.lora, NULL, 0, &err) < 0)
+    if (a->adapter && peso_lora_adapter_read_conf(a->adapter, &a->mo.lora, NULL, 0, &err) < 0)
         goto fail;
     *be = peso_backend_create(a->backend, &err);
     if (!*be)
@@ -220,7 +220,7 @@ static int write_grads(peso_llama *m, const char *path, peso_err *err)
     float *g = peso_malloc((m->flat.numel ? m->flat.numel : 1) * sizeof(float));
     int rc = peso_llama_get_grads(m, g, err);
     if (rc == 0)
-        rc = peso_peft_write_weights(path, &m->lora, g, err);
+        rc = peso_lora_adapter_write_weights(path, &m->lora, g, err);
     free(g);
     return rc;
 }
@@ -442,7 +442,7 @@ static int cmd_inspect(int argc, char **argv)
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", a.model);
     if (peso_llama_config_load(&c, path, &err) < 0 || peso_llama_config_check(&c, path, &err) < 0 ||
-        (a.adapter && peso_peft_read_conf(a.adapter, &a.mo.lora, NULL, 0, &err) < 0)) {
+        (a.adapter && peso_lora_adapter_read_conf(a.adapter, &a.mo.lora, NULL, 0, &err) < 0)) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return 1;
     }

@@ -65,7 +65,8 @@ static void w_block(peso_h5w *w, hid_t blocks, const peso_block *b)
     peso_h5_close_group(g);
 }
 
-static void w_items(peso_h5w *w, hid_t f, const peso_raw *raw, const peso_split *sp, const peso_semid *ids)
+static void w_items(peso_h5w *w, hid_t f, const peso_raw *raw, const peso_split *sp,
+                    const peso_dataset_codes *ids)
 {
     hid_t g = peso_h5_w_group(w, f, "items");
     w_ids(w, g, "id", raw->items, sp->item_raw, sp->n_items);
@@ -73,7 +74,7 @@ static void w_items(peso_h5w *w, hid_t f, const peso_raw *raw, const peso_split 
     peso_h5_w_data(w, g, "codes", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dims, ids->codes);
     if (!w->failed) {
         hid_t d = H5Dopen2(g, "codes", H5P_DEFAULT);
-        int32_t ls[PESO_SEMID_MAX_LEVELS];
+        int32_t ls[PESO_DATASET_MAX_LEVELS];
         for (int l = 0; l < ids->n_levels; l++)
             ls[l] = ids->level_size[l];
         peso_h5_w_attr(w, d, "level_size", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)ids->n_levels, ls);
@@ -84,15 +85,16 @@ static void w_items(peso_h5w *w, hid_t f, const peso_raw *raw, const peso_split 
     peso_h5_close_group(g);
 }
 
-int peso_dataset_write(const char *path, const peso_raw *raw, const peso_split *split, const peso_semid *ids,
-                       int window, const char *config_yaml, const char *fingerprint, peso_err *err)
+int peso_dataset_write(const char *path, const peso_raw *raw, const peso_split *split,
+                       const peso_dataset_codes *ids, int window, const char *config_yaml,
+                       const char *fingerprint, peso_err *err)
 {
     if (ids->n_items != split->n_items)
         return peso_errf(err, "%s: semantic IDs cover %zu items but the split has %zu", path, ids->n_items,
                          split->n_items);
-    if (ids->n_levels < 1 || ids->n_levels > PESO_SEMID_MAX_LEVELS)
+    if (ids->n_levels < 1 || ids->n_levels > PESO_DATASET_MAX_LEVELS)
         return peso_errf(err, "%s: semantic IDs have %d levels, expected 1..%d", path, ids->n_levels,
-                         PESO_SEMID_MAX_LEVELS);
+                         PESO_DATASET_MAX_LEVELS);
     char tmp[PESO_PATH_MAX];
     hid_t f = peso_h5_create_tmp(path, tmp, sizeof tmp, err);
     if (f < 0)
@@ -249,9 +251,9 @@ static int r_items(peso_h5r *r, hid_t f, peso_dataset *d)
     int rc = peso_h5_r_strs(r, g, "id", -1, &d->item_id, &d->split.n_items);
     hid_t c = rc ? -1 : peso_h5_r_data_open(r, g, "codes", H5T_INTEGER, 2, 2, &rank, dims);
     rc = rc || c < 0;
-    if (!rc && (dims[0] != d->split.n_items || dims[1] < 1 || dims[1] > PESO_SEMID_MAX_LEVELS))
+    if (!rc && (dims[0] != d->split.n_items || dims[1] < 1 || dims[1] > PESO_DATASET_MAX_LEVELS))
         rc = peso_h5_r_fail_at(r, g, "codes", "expected shape [%zu, 1..%d], found [%llu, %llu]",
-                               d->split.n_items, PESO_SEMID_MAX_LEVELS, (unsigned long long)dims[0],
+                               d->split.n_items, PESO_DATASET_MAX_LEVELS, (unsigned long long)dims[0],
                                (unsigned long long)dims[1]);
     if (!rc) {
         d->n_levels = (int)dims[1];

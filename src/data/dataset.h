@@ -38,9 +38,19 @@
 #include "common/err.h"
 #include "data/raw.h"
 #include "data/split.h"
-#include "semid/semid.h"
 
 #define PESO_DATASET_FORMAT 1
+/* Most code levels an item's semantic ID may have. */
+#define PESO_DATASET_MAX_LEVELS 8
+
+/* The items' semantic IDs as the file stores them (made by semid/). */
+typedef struct peso_dataset_codes {
+    size_t n_items;
+    int n_levels;                            /* 1 .. PESO_DATASET_MAX_LEVELS */
+    const int32_t *codes;                    /* [n_items x n_levels] */
+    int level_size[PESO_DATASET_MAX_LEVELS]; /* codes per level */
+    int imported;                            /* 1: from an .index.json */
+} peso_dataset_codes;
 
 typedef struct peso_dataset {
     int format_version;
@@ -51,7 +61,7 @@ typedef struct peso_dataset {
     char **user_id; /* [split.n_users] */
     int n_levels;
     int32_t *codes; /* [split.n_items x n_levels] */
-    int level_size[PESO_SEMID_MAX_LEVELS];
+    int level_size[PESO_DATASET_MAX_LEVELS];
     int imported;
     /* Blocks (pairs, sequences, statistics), counts and item_first_block;
      * item_raw and user_raw are NULL: raw indices belong to a load, the
@@ -61,8 +71,9 @@ typedef struct peso_dataset {
 
 /* Writes path atomically (temporary name, then rename). ids must cover
  * split->n_items items; window is the split's history window. */
-int peso_dataset_write(const char *path, const peso_raw *raw, const peso_split *split, const peso_semid *ids,
-                       int window, const char *config_yaml, const char *fingerprint, peso_err *err);
+int peso_dataset_write(const char *path, const peso_raw *raw, const peso_split *split,
+                       const peso_dataset_codes *ids, int window, const char *config_yaml,
+                       const char *fingerprint, peso_err *err);
 /* Reads the whole file; errors name the file and the attribute or dataset
  * that is missing, has the wrong type or shape, or holds an out-of-range
  * index. */

@@ -7,25 +7,25 @@
 
 #include "common/rng.h"
 
-static const char *const proj_names[PESO_LORA_NPROJ] = {
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-};
+/* The projections are numbered as PEFT numbers them (hf/peft.h). */
+_Static_assert(PESO_LORA_NPROJ == PESO_PEFT_NPROJ, "peso_lora_proj must follow hf/peft.h's projections");
 
 const char *peso_lora_proj_name(peso_lora_proj p)
 {
-    return (unsigned)p < PESO_LORA_NPROJ ? proj_names[p] : "?";
+    return peso_peft_proj_name((int)p);
 }
 
 const char *peso_lora_proj_parent(peso_lora_proj p)
 {
-    return p <= PESO_LORA_O ? "self_attn" : "mlp";
+    return peso_peft_proj_parent((int)p);
 }
 
 int peso_lora_proj_from_name(const char *s, peso_lora_proj *p)
 {
     for (int i = 0; i < PESO_LORA_NPROJ; i++) {
-        size_t n = strlen(proj_names[i]) - strlen("_proj");
-        if (strcmp(s, proj_names[i]) == 0 || (strlen(s) == n && strncmp(s, proj_names[i], n) == 0)) {
+        const char *name = peso_peft_proj_name(i);
+        size_t n = strlen(name) - strlen("_proj");
+        if (strcmp(s, name) == 0 || (strlen(s) == n && strncmp(s, name, n) == 0)) {
             *p = (peso_lora_proj)i;
             return 0;
         }
@@ -114,8 +114,7 @@ size_t peso_lora_numel(const peso_lora_conf *c, const peso_llama_config *mc)
 
 void peso_lora_key(char *buf, size_t n, int layer, peso_lora_proj p, char which)
 {
-    snprintf(buf, n, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", layer, peso_lora_proj_parent(p),
-             peso_lora_proj_name(p), which);
+    peso_peft_key(buf, n, layer, (int)p, which);
 }
 
 static int add_module(peso_lora *l, peso_flat *flat, int layer, peso_lora_proj p, const peso_llama_config *mc,

@@ -10,7 +10,8 @@
  * peso_flat named by their PEFT keys
  * (base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight), so
  * the parameters, their gradients and the optimizer moments are each one
- * buffer, and a file written under those names is an adapter PEFT loads. */
+ * buffer, and a file written under those names is an adapter PEFT loads
+ * (lora/adapter.h). */
 #ifndef PESO_LORA_LORA_H
 #define PESO_LORA_LORA_H
 
@@ -20,9 +21,10 @@
 #include "common/flat.h"
 #include "common/err.h"
 #include "hf/config.h"
+#include "hf/peft.h"
 
 /* The seven linear projections of a Llama decoder layer, in the order the
- * flat lays them out within a layer. */
+ * flat lays them out within a layer: hf/peft.h's projection numbers. */
 typedef enum peso_lora_proj {
     PESO_LORA_Q = 0,
     PESO_LORA_K,
@@ -36,7 +38,7 @@ typedef enum peso_lora_proj {
 
 #define PESO_LORA_ALL ((1u << PESO_LORA_NPROJ) - 1u)
 /* Longest PEFT key, with room for a large layer index. */
-#define PESO_LORA_KEY_MAX 96
+#define PESO_LORA_KEY_MAX PESO_PEFT_KEY_MAX
 
 typedef struct peso_lora_conf {
     int rank;         /* r >= 1 */

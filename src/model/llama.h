@@ -230,7 +230,7 @@ int peso_llama_get_params(peso_llama *m, float *host, peso_err *err);
 int peso_llama_set_params(peso_llama *m, const float *host, peso_err *err);
 int peso_llama_get_grads(peso_llama *m, float *host, peso_err *err);
 
-/* PEFT adapter folders (lora/peft.h) into or out of the LoRA views. */
+/* PEFT adapter folders (lora/adapter.h) into or out of the LoRA views. */
 int peso_llama_load_adapter(peso_llama *m, const char *dir, peso_err *err);
 int peso_llama_save_adapter(peso_llama *m, const char *dir, const char *base_model, peso_err *err);
 

@@ -8,7 +8,7 @@
 
 #include "backend/rope_freq.h"
 #include "common/rng.h"
-#include "lora/peft.h"
+#include "lora/adapter.h"
 #include "model/llama_internal.h"
 #include "hf/safetensors.h"
 
@@ -312,7 +312,7 @@ int peso_llama_load_adapter(peso_llama *m, const char *dir, peso_err *err)
     float *host = peso_malloc((m->flat.numel ? m->flat.numel : 1) * sizeof(float));
     int rc = peso_llama_get_params(m, host, err);
     if (rc == 0)
-        rc = peso_peft_read(dir, &m->lora, host, err);
+        rc = peso_lora_adapter_read(dir, &m->lora, host, err);
     if (rc == 0)
         rc = peso_llama_set_params(m, host, err);
     free(host);
@@ -324,7 +324,7 @@ int peso_llama_save_adapter(peso_llama *m, const char *dir, const char *base_mod
     float *host = peso_malloc((m->flat.numel ? m->flat.numel : 1) * sizeof(float));
     int rc = peso_llama_get_params(m, host, err);
     if (rc == 0)
-        rc = peso_peft_write(dir, &m->lora, host, base_model, err);
+        rc = peso_lora_adapter_write(dir, &m->lora, host, base_model, err);
     free(host);
     return rc;
 }

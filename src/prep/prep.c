@@ -11,9 +11,45 @@
 #include "data/stats.h"
 #include "semid/semid.h"
 
+/* semid's codes go into the dataset file as they are, and the evaluator
+ * builds its trie over the file's codes with semid's limit. */
+_Static_assert(PESO_SEMID_MAX_LEVELS == PESO_DATASET_MAX_LEVELS,
+               "semid and the dataset file disagree on levels");
+
 void peso_prep_dataset_path(const peso_conf *c, char *out, size_t n)
 {
     snprintf(out, n, "%s/dataset.h5", c->out_dir);
+}
+
+void peso_prep_semid_items(peso_semid_items *it, const peso_raw *raw, const peso_split *split)
+{
+    size_t n = split->n_items;
+    const char **id = peso_malloc((n ? n : 1) * sizeof *id), **text = peso_malloc((n ? n : 1) * sizeof *text);
+    size_t *len = peso_malloc((n ? n : 1) * sizeof *len);
+    for (size_t i = 0; i < n; i++) {
+        int32_t r = split->item_raw[i];
+        int has = raw->item_text && (size_t)r < raw->text_cap && raw->item_text[r];
+        id[i] = peso_strtab_str(raw->items, r);
+        text[i] = has ? raw->item_text[r] : NULL;
+        len[i] = has ? raw->item_text_len[r] : 0;
+    }
+    *it = (peso_semid_items){n, id, text, len, split->item_first_block};
+}
+
+void peso_prep_semid_items_free(peso_semid_items *it)
+{
+    free(it->id);
+    free(it->text);
+    free((size_t *)it->text_len);
+    memset(it, 0, sizeof *it);
+}
+
+/* The codes of s as the dataset file takes them. */
+static peso_dataset_codes dataset_codes(const peso_semid *s)
+{
+    peso_dataset_codes d = {s->n_items, s->n_levels, s->codes, {0}, s->imported};
+    memcpy(d.level_size, s->level_size, sizeof d.level_size);
+    return d;
 }
 
 static void report_semid(FILE *log, const peso_semid *s)
@@ -42,6 +78,7 @@ int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *
     peso_raw raw;
     peso_split split = {0};
     peso_semid ids = {0};
+    peso_semid_items items = {0};
     char *yaml = NULL;
     int rc = -1;
     double t0 = peso_now();
@@ -83,7 +120,8 @@ int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *
         goto out;
     if (log)
         fflush(log); /* the RQ-VAE's progress lines follow in order */
-    if (peso_semid_build(&ids, &raw, &split, c, log != NULL, err))
+    peso_prep_semid_items(&items, &raw, &split);
+    if (peso_semid_build(&ids, &items, c, log != NULL, err))
         goto out;
     double t3 = peso_now();
     tm.semid_s = t3 - t2;
@@ -93,7 +131,8 @@ int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *
     peso_prep_dataset_path(c, path, sizeof path);
     peso_conf_data_fingerprint(c, fp);
     yaml = peso_conf_dump(c);
-    if (peso_dataset_write(path, &raw, &split, &ids, (int)c->split.window, yaml, fp, err))
+    peso_dataset_codes codes = dataset_codes(&ids);
+    if (peso_dataset_write(path, &raw, &split, &codes, (int)c->split.window, yaml, fp, err))
         goto out;
     if (peso_stats_write(c->out_dir, &split, err))
         goto out;
@@ -105,6 +144,7 @@ int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *
     rc = 0;
 out:
     free(yaml);
+    peso_prep_semid_items_free(&items);
     peso_semid_free(&ids);
     peso_split_free(&split);
     peso_raw_free(&raw);

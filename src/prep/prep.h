@@ -8,11 +8,13 @@
 #include <stdio.h>
 
 #include "conf/conf.h"
+#include "data/raw.h"
 #include "data/split.h"
+#include "semid/items.h"
 
 typedef struct peso_prep_timing {
     double load_s, split_s, semid_s, write_s;
-    size_t interactions;  /* raw interactions loaded */
+    size_t interactions; /* raw interactions loaded */
     size_t bad_lines;
 } peso_prep_timing;
 
@@ -20,5 +22,10 @@ typedef struct peso_prep_timing {
 int peso_prep_run(const peso_conf *c, FILE *log, peso_prep_timing *t, peso_err *err);
 /* <out_dir>/dataset.h5 */
 void peso_prep_dataset_path(const peso_conf *c, char *out, size_t n);
+/* The split's items as semid takes them: dataset item i's original id
+ * and text (from raw, through split->item_raw) and its first block. The
+ * strings stay raw's; free with peso_prep_semid_items_free. */
+void peso_prep_semid_items(peso_semid_items *it, const peso_raw *raw, const peso_split *split);
+void peso_prep_semid_items_free(peso_semid_items *it);
 
 #endif

@@ -18,11 +18,6 @@ typedef struct item_tokens {
     size_t *order; /* dataset items by (length, index) */
 } item_tokens;
 
-static const char *item_name(const peso_raw *raw, const peso_split *split, size_t i)
-{
-    return peso_strtab_str(raw->items, split->item_raw[i]);
-}
-
 static void item_tokens_free(item_tokens *it, size_t n)
 {
     for (size_t i = 0; it->ids && i < n; i++)
@@ -33,14 +28,13 @@ static void item_tokens_free(item_tokens *it, size_t n)
 }
 
 /* BOS (when the config has one) then the text's tokens, cut to max. */
-static int tokenize_item(const peso_tok *tok, const peso_llama_config *c, const peso_raw *raw,
-                         const peso_split *split, size_t i, int max, item_tokens *it, peso_err *err)
+static int tokenize_item(const peso_tok *tok, const peso_llama_config *c, const peso_semid_items *items,
+                         size_t i, int max, item_tokens *it, peso_err *err)
 {
-    int32_t r = split->item_raw[i], *text = NULL;
+    int32_t *text = NULL;
     size_t n = 0;
-    int has = raw->item_text && (size_t)r < raw->text_cap && raw->item_text[r];
-    if (has && peso_tok_encode(tok, raw->item_text[r], raw->item_text_len[r], &text, &n, err))
-        return peso_err_prefix(err, "semid.model: item '%s'", item_name(raw, split, i));
+    if (items->text[i] && peso_tok_encode(tok, items->text[i], items->text_len[i], &text, &n, err))
+        return peso_err_prefix(err, "semid.model: item '%s'", items->id[i]);
     int bos = c->bos_token_id >= 0;
     size_t keep = n < (size_t)(max - bos) ? n : (size_t)(max - bos);
     it->ids[i] = peso_malloc((keep + 1) * sizeof **it->ids);
@@ -52,11 +46,11 @@ static int tokenize_item(const peso_tok *tok, const peso_llama_config *c, const 
     it->len[i] = (int32_t)(keep + bos);
     if (it->len[i] == 0)
         return peso_errf(err, "semid.model: item '%s' has no text and the model has no bos_token_id",
-                         item_name(raw, split, i));
+                         items->id[i]);
     for (int32_t t = 0; t < it->len[i]; t++)
         if (it->ids[i][t] < 0 || it->ids[i][t] >= c->vocab_size)
             return peso_errf(err, "semid.model: item '%s' token id %d is outside the model's vocabulary (%d)",
-                             item_name(raw, split, i), it->ids[i][t], c->vocab_size);
+                             items->id[i], it->ids[i][t], c->vocab_size);
     return 0;
 }
 
@@ -85,12 +79,12 @@ static void sort_by_length(item_tokens *it, size_t n)
     free(v);
 }
 
-static int tokenize_all(const char *dir, const peso_llama_config *c, int max, const peso_raw *raw,
-                        const peso_split *split, item_tokens *it, peso_err *err)
+static int tokenize_all(const char *dir, const peso_llama_config *c, int max, const peso_semid_items *items,
+                        item_tokens *it, peso_err *err)
 {
     char path[1100];
     peso_tok *tok = NULL;
-    size_t n = split->n_items;
+    size_t n = items->n;
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (peso_tok_load(&tok, path, err))
         return peso_err_prefix(err, "semid.model");
@@ -99,7 +93,7 @@ static int tokenize_all(const char *dir, const peso_llama_config *c, int max, co
     it->order = peso_malloc((n ? n : 1) * sizeof *it->order);
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = tokenize_item(tok, c, raw, split, i, max, it, err);
+        rc = tokenize_item(tok, c, items, i, max, it, err);
     peso_tok_free(tok);
     if (rc == 0)
         sort_by_length(it, n);
@@ -143,8 +137,8 @@ static int run_all(peso_llama *m, const item_tokens *it, size_t n, float *x, pes
     return 0;
 }
 
-int peso_semid_model_features(const char *dir, int max_tokens, const peso_raw *raw, const peso_split *split,
-                              float **x, int *dim, peso_err *err)
+int peso_semid_model_features(const char *dir, int max_tokens, const peso_semid_items *items, float **x,
+                              int *dim, peso_err *err)
 {
     peso_backend *be = peso_backend_create("cpu", err);
     if (!be)
@@ -158,8 +152,8 @@ int peso_semid_model_features(const char *dir, int max_tokens, const peso_raw *r
         return peso_err_prefix(err, "semid.model");
     }
     item_tokens it = {0};
-    size_t n = split->n_items, C = (size_t)m->cfg.hidden_size;
-    int rc = tokenize_all(dir, &m->cfg, max_tokens, raw, split, &it, err);
+    size_t n = items->n, C = (size_t)m->cfg.hidden_size;
+    int rc = tokenize_all(dir, &m->cfg, max_tokens, items, &it, err);
     *x = peso_malloc((n ? n : 1) * C * sizeof **x);
     if (rc == 0)
         rc = run_all(m, &it, n, *x, err);

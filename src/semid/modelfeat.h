@@ -10,13 +10,12 @@
 #define PESO_SEMID_MODELFEAT_H
 
 #include "common/err.h"
-#include "data/raw.h"
-#include "data/split.h"
+#include "semid/items.h"
 
-/* Rows x (malloc'd, [split->n_items, *dim]) in dataset item order, *dim
+/* Rows x (malloc'd, [items->n, *dim]) in dataset item order, *dim
  * = the model's hidden size. A folder without a BOS token fails on the
  * first item without text, naming it. */
-int peso_semid_model_features(const char *dir, int max_tokens, const peso_raw *raw, const peso_split *split,
-                              float **x, int *dim, peso_err *err);
+int peso_semid_model_features(const char *dir, int max_tokens, const peso_semid_items *items, float **x,
+                              int *dim, peso_err *err);
 
 #endif

@@ -25,11 +25,6 @@ void peso_semid_free(peso_semid *s)
     memset(s, 0, sizeof *s);
 }
 
-static const char *item_id(const peso_raw *raw, const peso_split *split, size_t i)
-{
-    return peso_strtab_str(raw->items, split->item_raw[i]);
-}
-
 /* ---- grouping of equal code tuples ---- */
 
 /* For each row i of codes (stride columns, the first len compared), rank[i]
@@ -152,32 +147,29 @@ static int parse_token(const char *t, int level, int32_t *code)
     return 0;
 }
 
-/* raw2ds[r] = the dataset item of raw item r, -1 for items not kept. */
-static int64_t *raw_to_dataset(const peso_raw *raw, const peso_split *split)
+/* The items' ids interned in item order: the index of an id is its item. */
+static peso_strtab *id_index(const peso_semid_items *items)
 {
-    size_t nraw = peso_strtab_count(raw->items);
-    int64_t *raw2ds = peso_malloc((nraw ? nraw : 1) * sizeof *raw2ds);
-    for (size_t r = 0; r < nraw; r++)
-        raw2ds[r] = -1;
-    for (size_t i = 0; i < split->n_items; i++)
-        raw2ds[split->item_raw[i]] = (int64_t)i;
-    return raw2ds;
+    peso_strtab *t = peso_strtab_new();
+    for (size_t i = 0; i < items->n; i++)
+        peso_strtab_intern(t, items->id[i], strlen(items->id[i]));
+    return t;
 }
 
 /* entry[i] = the member of dataset item i (NULL: none), found in one pass
  * over the members, as a lookup per item would be quadratic. The parser
  * left one member per key, the last one written. A member written as null
  * is kept: it is there, but is no array. */
-static const cJSON **index_entries(const cJSON *root, const peso_raw *raw, const peso_split *split)
+static const cJSON **index_entries(const cJSON *root, const peso_semid_items *items)
 {
-    int64_t *raw2ds = raw_to_dataset(raw, split);
-    const cJSON **entry = peso_calloc(split->n_items, sizeof *entry);
+    peso_strtab *ids = id_index(items);
+    const cJSON **entry = peso_calloc(items->n, sizeof *entry);
     for (const cJSON *m = root->child; m; m = m->next) {
-        int32_t r = peso_strtab_find(raw->items, m->string, strlen(m->string));
-        if (r >= 0 && raw2ds[r] >= 0)
-            entry[raw2ds[r]] = m;
+        int32_t i = peso_strtab_find(ids, m->string, strlen(m->string));
+        if (i >= 0)
+            entry[i] = m;
     }
-    free(raw2ds);
+    peso_strtab_free(ids);
     return entry;
 }
 
@@ -214,21 +206,20 @@ static int import_item(peso_semid *s, const char *path, const cJSON *arr, const 
     return 0;
 }
 
-int peso_semid_import(peso_semid *s, const char *path, const peso_raw *raw, const peso_split *split,
-                      peso_err *err)
+int peso_semid_import(peso_semid *s, const char *path, const peso_semid_items *items, peso_err *err)
 {
     memset(s, 0, sizeof *s);
-    if (split->n_items == 0)
+    if (items->n == 0)
         return peso_errf(err, "%s: the dataset has no items to import IDs for", path);
     cJSON *root = load_index(path, err);
     if (!root)
         return -1;
-    const cJSON **entry = index_entries(root, raw, split);
-    s->n_items = split->n_items;
+    const cJSON **entry = index_entries(root, items);
+    s->n_items = items->n;
     s->imported = 1;
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i < split->n_items; i++)
-        rc = import_item(s, path, entry[i], item_id(raw, split, i), i, err);
+    for (size_t i = 0; rc == 0 && i < items->n; i++)
+        rc = import_item(s, path, entry[i], items->id[i], i, err);
     free(entry);
     cJSON_Delete(root);
     if (rc) {
@@ -277,18 +268,16 @@ static void sb_json_string(sbuf *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
-int peso_semid_export(const peso_semid *s, const char *path, const peso_raw *raw, const peso_split *split,
-                      peso_err *err)
+int peso_semid_export(const peso_semid *s, const char *path, const peso_semid_items *items, peso_err *err)
 {
-    if (s->n_items != split->n_items)
-        return peso_errf(err, "%s: %zu semantic IDs for a dataset of %zu items", path, s->n_items,
-                         split->n_items);
+    if (s->n_items != items->n)
+        return peso_errf(err, "%s: %zu semantic IDs for a dataset of %zu items", path, s->n_items, items->n);
     sbuf b = {0};
     sb_str(&b, "{");
     for (size_t i = 0; i < s->n_items; i++) {
         if (i)
             sb_str(&b, ", ");
-        sb_json_string(&b, item_id(raw, split, i));
+        sb_json_string(&b, items->id[i]);
         sb_str(&b, ": [");
         for (int l = 0; l < s->n_levels; l++) {
             char t[32];
@@ -358,18 +347,17 @@ static int h5_open(h5_handles *h, const char *path, hsize_t *n, hsize_t *d, peso
 }
 
 /* Maps every /ids row to its dataset item (-1: not in the dataset). */
-static int map_ids(h5_handles *h, const char *path, size_t n, const peso_raw *raw, const peso_split *split,
+static int map_ids(h5_handles *h, const char *path, size_t n, const peso_semid_items *items,
                    int64_t *row_item, peso_err *err)
 {
-    int64_t *raw2ds = raw_to_dataset(raw, split);
-    int64_t *seen = peso_malloc(split->n_items * sizeof *seen);
-    for (size_t i = 0; i < split->n_items; i++)
+    peso_strtab *ids = id_index(items);
+    int64_t *seen = peso_malloc(items->n * sizeof *seen);
+    for (size_t i = 0; i < items->n; i++)
         seen[i] = -1;
     int rc = 0;
     for (size_t r = 0; rc == 0 && r < n; r++) {
         const char *s = h->ids[r];
-        int32_t ri = s ? peso_strtab_find(raw->items, s, strlen(s)) : -1;
-        int64_t ds = ri >= 0 ? raw2ds[ri] : -1;
+        int64_t ds = s ? peso_strtab_find(ids, s, strlen(s)) : -1;
         row_item[r] = ds;
         if (ds < 0)
             continue;
@@ -378,25 +366,25 @@ static int map_ids(h5_handles *h, const char *path, size_t n, const peso_raw *ra
                            r, s);
         seen[ds] = (int64_t)r;
     }
-    for (size_t i = 0; rc == 0 && i < split->n_items; i++) {
+    for (size_t i = 0; rc == 0 && i < items->n; i++) {
         if (seen[i] >= 0)
             continue;
         size_t missing = 0;
-        for (size_t j = 0; j < split->n_items; j++)
+        for (size_t j = 0; j < items->n; j++)
             missing += seen[j] < 0;
         rc = peso_errf(err,
                        "%s: dataset item '%s' has no row in /embeddings (no /ids entry; %zu "
                        "of %zu dataset items missing)",
-                       path, item_id(raw, split, i), missing, split->n_items);
+                       path, items->id[i], missing, items->n);
     }
     free(seen);
-    free(raw2ds);
+    peso_strtab_free(ids);
     return rc;
 }
 
 /* Reads /embeddings in row chunks, scattering kept rows to their items. */
 static int read_rows(h5_handles *h, const char *path, size_t n, int d, const int64_t *row_item,
-                     const peso_raw *raw, const peso_split *split, float *x, peso_err *err)
+                     const peso_semid_items *items, float *x, peso_err *err)
 {
     size_t chunk = SEMID_H5_CHUNK_FLOATS / (size_t)d;
     if (chunk == 0)
@@ -421,7 +409,7 @@ static int read_rows(h5_handles *h, const char *path, size_t n, int d, const int
                     rc = peso_errf(err,
                                    "%s: /embeddings row %zu (item '%s') column %d is not "
                                    "finite",
-                                   path, r0 + i, item_id(raw, split, (size_t)ds), j);
+                                   path, r0 + i, items->id[ds], j);
             memcpy(x + (size_t)ds * (size_t)d, row, (size_t)d * sizeof *x);
         }
     }
@@ -429,8 +417,8 @@ static int read_rows(h5_handles *h, const char *path, size_t n, int d, const int
     return rc;
 }
 
-int peso_semid_read_embeddings(const char *path, const peso_raw *raw, const peso_split *split, float **x,
-                               int *dim, peso_err *err)
+int peso_semid_read_embeddings(const char *path, const peso_semid_items *items, float **x, int *dim,
+                               peso_err *err)
 {
     *x = NULL;
     *dim = 0;
@@ -445,11 +433,11 @@ int peso_semid_read_embeddings(const char *path, const peso_raw *raw, const peso
     float *out = NULL;
     if (rc == 0) {
         row_item = peso_malloc((n ? n : 1) * sizeof *row_item);
-        rc = map_ids(&h, path, (size_t)n, raw, split, row_item, err);
+        rc = map_ids(&h, path, (size_t)n, items, row_item, err);
     }
     if (rc == 0) {
-        out = peso_malloc((split->n_items ? split->n_items : 1) * (size_t)d * sizeof *out);
-        rc = read_rows(&h, path, (size_t)n, (int)d, row_item, raw, split, out, err);
+        out = peso_malloc((items->n ? items->n : 1) * (size_t)d * sizeof *out);
+        rc = read_rows(&h, path, (size_t)n, (int)d, row_item, items, out, err);
     }
     h5_close(&h);
     H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
@@ -501,43 +489,39 @@ static int rqvae_opts_from_conf(peso_rqvae_opts *o, const peso_conf *c, int in_d
     return 0;
 }
 
-static int item_features(const peso_raw *raw, const peso_split *split, const peso_conf *c, float **x,
-                         int *dim, peso_err *err)
+static int item_features(const peso_semid_items *items, const peso_conf *c, float **x, int *dim,
+                         peso_err *err)
 {
     const char *f = c->semid.features;
     if (strcmp(f, "embeddings") == 0)
-        return peso_semid_read_embeddings(c->semid.embeddings, raw, split, x, dim, err);
+        return peso_semid_read_embeddings(c->semid.embeddings, items, x, dim, err);
     if (strcmp(f, "model") == 0) {
         int max = 0;
         if (!c->semid.model[0])
             return peso_errf(err, "semid.features model needs semid.model (a Hugging Face model folder)");
         if (conf_int("semid.model_max_tokens", c->semid.model_max_tokens, 1, 1 << 20, &max, err))
             return -1;
-        return peso_semid_model_features(c->semid.model, max, raw, split, x, dim, err);
+        return peso_semid_model_features(c->semid.model, max, items, x, dim, err);
     }
     if (strcmp(f, "text") != 0)
         return peso_errf(err, "semid.features = '%s', expected text, embeddings or model", f);
     if (conf_int("semid.text_dim", c->semid.text_dim, 1, 1 << 20, dim, err))
         return -1;
-    *x = peso_malloc((split->n_items ? split->n_items : 1) * (size_t)*dim * sizeof **x);
-    for (size_t i = 0; i < split->n_items; i++) {
-        int32_t r = split->item_raw[i];
-        int has = raw->item_text && (size_t)r < raw->text_cap && raw->item_text[r];
-        peso_textenc(has ? raw->item_text[r] : NULL, has ? raw->item_text_len[r] : 0, *x + i * (size_t)*dim,
-                     *dim);
-    }
+    *x = peso_malloc((items->n ? items->n : 1) * (size_t)*dim * sizeof **x);
+    for (size_t i = 0; i < items->n; i++)
+        peso_textenc(items->text[i], items->text[i] ? items->text_len[i] : 0, *x + i * (size_t)*dim, *dim);
     return 0;
 }
 
 /* Fits on the block-1 items' rows of x, encodes all rows with the frozen
  * model and adds the collision level. */
-static int build_codes(peso_semid *s, const float *x, int dim, const peso_split *split,
+static int build_codes(peso_semid *s, const float *x, int dim, const peso_semid_items *items,
                        const peso_rqvae_opts *o, int verbose, peso_err *err)
 {
-    size_t n = split->n_items, n_fit = 0;
+    size_t n = items->n, n_fit = 0;
     float *xfit = peso_malloc((n ? n : 1) * (size_t)dim * sizeof *xfit);
     for (size_t i = 0; i < n; i++)
-        if (split->item_first_block[i] == 1)
+        if (items->first_block[i] == 1)
             memcpy(xfit + n_fit++ * (size_t)dim, x + i * (size_t)dim, (size_t)dim * sizeof *x);
     peso_rqvae *m = NULL;
     if (n_fit == 0) {
@@ -569,36 +553,36 @@ static int build_codes(peso_semid *s, const float *x, int dim, const peso_split 
     return 0;
 }
 
-static int build_rqvae(peso_semid *s, const peso_raw *raw, const peso_split *split, const peso_conf *c,
-                       int verbose, peso_err *err)
+static int build_rqvae(peso_semid *s, const peso_semid_items *items, const peso_conf *c, int verbose,
+                       peso_err *err)
 {
-    if (split->n_items == 0)
+    if (items->n == 0)
         return peso_errf(err, "semid: the dataset has no items");
     float *x = NULL;
     int dim = 0;
     peso_rqvae_opts o;
-    if (item_features(raw, split, c, &x, &dim, err) || rqvae_opts_from_conf(&o, c, dim, err)) {
+    if (item_features(items, c, &x, &dim, err) || rqvae_opts_from_conf(&o, c, dim, err)) {
         free(x);
         return -1;
     }
-    int rc = build_codes(s, x, dim, split, &o, verbose, err);
+    int rc = build_codes(s, x, dim, items, &o, verbose, err);
     free(x);
     return rc;
 }
 
-int peso_semid_build(peso_semid *s, const peso_raw *raw, const peso_split *split, const peso_conf *c,
-                     int verbose, peso_err *err)
+int peso_semid_build(peso_semid *s, const peso_semid_items *items, const peso_conf *c, int verbose,
+                     peso_err *err)
 {
     memset(s, 0, sizeof *s);
     int rc;
     if (strcmp(c->semid.source, "import") == 0)
-        rc = peso_semid_import(s, c->semid.index, raw, split, err);
+        rc = peso_semid_import(s, c->semid.index, items, err);
     else if (strcmp(c->semid.source, "rqvae") == 0)
-        rc = build_rqvae(s, raw, split, c, verbose, err);
+        rc = build_rqvae(s, items, c, verbose, err);
     else
         rc = peso_errf(err, "semid.source = '%s', expected rqvae or import", c->semid.source);
     if (rc == 0 && c->semid.export_index[0])
-        rc = peso_semid_export(s, c->semid.export_index, raw, split, err);
+        rc = peso_semid_export(s, c->semid.export_index, items, err);
     if (rc)
         peso_semid_free(s);
     return rc;

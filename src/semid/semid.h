@@ -11,46 +11,43 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/err.h"
 #include "conf/conf.h"
-#include "data/raw.h"
-#include "data/split.h"
+#include "semid/items.h"
 #include "semid/rqvae.h"
 
 #define PESO_SEMID_MAX_LEVELS 8
 
 typedef struct peso_semid {
     size_t n_items;
-    int n_levels;          /* total token levels, collision level included (4) */
-    int32_t *codes;        /* [n_items x n_levels] */
+    int n_levels;                          /* total token levels, collision level included (4) */
+    int32_t *codes;                        /* [n_items x n_levels] */
     int level_size[PESO_SEMID_MAX_LEVELS]; /* vocabulary per level (256; the collision level: max+1) */
     /* Report */
     int imported;
     double collision_share; /* share of items whose collision code is > 0 */
     size_t distinct_tuples;
-    peso_rqvae_report fit_report;    /* on D1's items */
-    peso_rqvae_report all_report;    /* on all items, frozen model */
+    peso_rqvae_report fit_report; /* on D1's items */
+    peso_rqvae_report all_report; /* on all items, frozen model */
 } peso_semid;
 
-/* Builds the IDs for split->n_items items per conf.semid (fit on items
- * first kept in block 1, encode the rest frozen). */
-int peso_semid_build(peso_semid *s, const peso_raw *raw, const peso_split *split, const peso_conf *c,
-                     int verbose, peso_err *err);
+/* Builds the IDs for the items per conf.semid (fit on items first kept
+ * in block 1, encode the rest frozen). */
+int peso_semid_build(peso_semid *s, const peso_semid_items *items, const peso_conf *c, int verbose,
+                     peso_err *err);
 /* Imports `.index.json` ({"<item id>": ["<a_1>", "<b_2>", ...]}); every
  * dataset item must have an entry (error names the item), tokens must be
  * "<x_N>" with the level letters in order. */
-int peso_semid_import(peso_semid *s, const char *path, const peso_raw *raw, const peso_split *split,
-                      peso_err *err);
+int peso_semid_import(peso_semid *s, const char *path, const peso_semid_items *items, peso_err *err);
 /* Writes `.index.json` keyed by the items' original ids. */
-int peso_semid_export(const peso_semid *s, const char *path, const peso_raw *raw,
-                      const peso_split *split, peso_err *err);
+int peso_semid_export(const peso_semid *s, const char *path, const peso_semid_items *items, peso_err *err);
 /* Assigns the collision level: codes has n rows of (learned + 1) columns,
  * the last one is written. Fails if a group exceeds max_collide. */
-int peso_semid_assign_collisions(int32_t *codes, size_t n, int learned, int max_collide,
-                                 peso_err *err);
+int peso_semid_assign_collisions(int32_t *codes, size_t n, int learned, int max_collide, peso_err *err);
 /* Reads an HDF5 embeddings file (/embeddings float32 [n, d], /ids strings
  * [n]) into rows for the dataset items (error names a missing item). */
-int peso_semid_read_embeddings(const char *path, const peso_raw *raw, const peso_split *split,
-                               float **x, int *dim, peso_err *err);
+int peso_semid_read_embeddings(const char *path, const peso_semid_items *items, float **x, int *dim,
+                               peso_err *err);
 void peso_semid_free(peso_semid *s);
 
 #endif

@@ -12,7 +12,6 @@
 #include "data/dataset.h"
 #include "data/raw.h"
 #include "data/split.h"
-#include "semid/semid.h"
 #include "skip.h"
 
 static char dir[64];
@@ -56,14 +55,15 @@ static void make_split(peso_raw *r, peso_split *s)
     cr_assert_eq(s->b[1].train.n, 0);
 }
 
-static void make_ids(peso_semid *ids, size_t n)
+static void make_ids(peso_dataset_codes *ids, size_t n)
 {
     memset(ids, 0, sizeof *ids);
     ids->n_items = n;
     ids->n_levels = 4;
-    ids->codes = malloc(n * 4 * sizeof *ids->codes);
+    int32_t *codes = malloc(n * 4 * sizeof *codes);
     for (size_t i = 0; i < n * 4; i++)
-        ids->codes[i] = (int32_t)((i * 37) % 256);
+        codes[i] = (int32_t)((i * 37) % 256);
+    ids->codes = codes;
     ids->level_size[0] = ids->level_size[1] = ids->level_size[2] = 256;
     ids->level_size[3] = 3;
     ids->imported = 1;
@@ -100,7 +100,7 @@ static void same_pairs(const peso_pairs *a, const peso_pairs *b, const char *wha
     cr_expect_arr_eq(a->hist, b->hist, (size_t)a->off[a->n] * sizeof *a->hist, "%s: history", what);
 }
 
-static void write_small(peso_raw *r, peso_split *s, peso_semid *ids)
+static void write_small(peso_raw *r, peso_split *s, peso_dataset_codes *ids)
 {
     make_split(r, s);
     make_ids(ids, s->n_items);
@@ -116,7 +116,7 @@ Test(dataset, round_trip_every_field)
 {
     peso_raw r;
     peso_split s;
-    peso_semid ids;
+    peso_dataset_codes ids;
     write_small(&r, &s, &ids);
     /* nothing but the final file is left in the directory */
     DIR *d = opendir(dir);
@@ -192,7 +192,7 @@ Test(dataset, round_trip_every_field)
     char small[8];
     cr_expect_eq(peso_dataset_read_fingerprint(path, small, sizeof small, &e), -1);
     peso_dataset_free(&ds);
-    free(ids.codes);
+    free((int32_t *)ids.codes);
     peso_split_free(&s);
     peso_raw_free(&r);
 }
@@ -203,7 +203,7 @@ Test(dataset, h5dump_reads_the_layout)
         peso_test_missing("h5dump (hdf5-tools) absent");
     peso_raw r;
     peso_split s;
-    peso_semid ids;
+    peso_dataset_codes ids;
     write_small(&r, &s, &ids);
     char cmd[256];
     snprintf(cmd, sizeof cmd, "/usr/bin/h5dump -H %s", path);
@@ -223,7 +223,7 @@ Test(dataset, h5dump_reads_the_layout)
     cr_expect_eq(codes, 1);
     cr_expect_eq(level_size, 1);
     cr_expect_eq(empty, 3, "block 2 train: user, target, history");
-    free(ids.codes);
+    free((int32_t *)ids.codes);
     peso_split_free(&s);
     peso_raw_free(&r);
 }
@@ -280,7 +280,7 @@ static void expect_read_error(void (*edit)(hid_t f), const char *a, const char *
 {
     peso_raw r;
     peso_split s;
-    peso_semid ids;
+    peso_dataset_codes ids;
     write_small(&r, &s, &ids);
     damage(edit);
     peso_dataset ds;
@@ -289,7 +289,7 @@ static void expect_read_error(void (*edit)(hid_t f), const char *a, const char *
     cr_expect(strstr(e.msg, path) != NULL, "names the file: %s", e.msg);
     cr_expect(strstr(e.msg, a) != NULL, "%s", e.msg);
     cr_expect(strstr(e.msg, b) != NULL, "%s", e.msg);
-    free(ids.codes);
+    free((int32_t *)ids.codes);
     peso_split_free(&s);
     peso_raw_free(&r);
 }
@@ -341,7 +341,7 @@ Test(dataset, write_checks_the_ids)
 {
     peso_raw r;
     peso_split s;
-    peso_semid ids;
+    peso_dataset_codes ids;
     make_split(&r, &s);
     make_ids(&ids, s.n_items - 1);
     peso_err e;
@@ -353,7 +353,7 @@ Test(dataset, write_checks_the_ids)
     ids.n_items = s.n_items;
     cr_expect_eq(peso_dataset_write(bad, &r, &s, &ids, 4, "", "x", &e), -1);
     cr_expect(strstr(e.msg, "cannot create") != NULL, "%s", e.msg);
-    free(ids.codes);
+    free((int32_t *)ids.codes);
     peso_split_free(&s);
     peso_raw_free(&r);
 }

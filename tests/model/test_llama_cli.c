@@ -5,7 +5,7 @@
 #include <sys/wait.h>
 
 #include "common/atomic.h"
-#include "lora/peft.h"
+#include "lora/adapter.h"
 #include "ref_llama.h"
 
 struct cli {
@@ -50,7 +50,7 @@ static void write_batch(struct cli *c)
 }
 
 /* tiny untied model, a rank-4 adapter on all projections with non-zero
- * B (written with peso_peft_write), a [2, 7] batch */
+ * B (written with peso_lora_adapter_write), a [2, 7] batch */
 static void cli_setup(struct cli *c)
 {
     peso_llama_config cfg;
@@ -75,7 +75,7 @@ static void cli_setup(struct cli *c)
     for (size_t v = 0; v < c->flat.n_views; v++)
         for (size_t j = 0; j < c->flat.views[v].numel; j++)
             c->params[c->flat.views[v].offset + j] = (float)(0.5 * peso_rng_uniform(&r) - 0.25);
-    cr_assert_eq(peso_peft_write(c->adapter, &c->lora, c->params, "tiny", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_lora_adapter_write(c->adapter, &c->lora, c->params, "tiny", &err), 0, "%s", err.msg);
     ref_bind(&c->ref, &c->t, &c->flat, c->params, 4, 8.0, PESO_LORA_ALL, 0);
     write_batch(c);
 }

@@ -9,38 +9,32 @@
 #include <string.h>
 
 #include "common/rng.h"
-#include "data/raw.h"
-#include "data/split.h"
+#include "semid/items.h"
 
-/* A dataset of n items with ids[i], optional texts and first blocks
- * (NULL: all 1). The raw table interns a filtered-out item first and the
- * ids in reverse order, so raw and dataset indices differ (item_raw[i] =
- * n - i) as they do after the protocol. */
-static inline void test_dataset(peso_raw *raw, peso_split *split, size_t n, const char *const *ids,
-                                const char *const *texts, const int *first_block)
+/* The items of a dataset of n items with ids[i], optional texts (NULL:
+ * none) and first blocks (NULL: all 1). The strings stay the caller's. */
+static inline void test_items(peso_semid_items *it, size_t n, const char *const *ids,
+                              const char *const *texts, const int *first_block)
 {
-    peso_raw_init(raw);
-    memset(split, 0, sizeof *split);
-    split->n_items = n;
-    split->item_raw = malloc((n ? n : 1) * sizeof *split->item_raw);
-    split->item_first_block = malloc((n ? n : 1) * sizeof *split->item_first_block);
-    peso_raw_add(raw, "u", 1, "filtered-out", 12, 0);
-    for (size_t k = n; k-- > 0;)
-        peso_raw_add(raw, "u", 1, ids[k], strlen(ids[k]), (int64_t)k);
+    const char **id = malloc((n ? n : 1) * sizeof *id), **text = malloc((n ? n : 1) * sizeof *text);
+    size_t *len = malloc((n ? n : 1) * sizeof *len);
+    int32_t *block = malloc((n ? n : 1) * sizeof *block);
     for (size_t i = 0; i < n; i++) {
-        split->item_raw[i] = peso_strtab_find(raw->items, ids[i], strlen(ids[i]));
-        split->item_first_block[i] = first_block ? first_block[i] : 1;
-        if (texts && texts[i])
-            peso_raw_add_text(raw, split->item_raw[i], texts[i], strlen(texts[i]), 1 << 20);
+        id[i] = ids[i];
+        text[i] = texts ? texts[i] : NULL;
+        len[i] = text[i] ? strlen(text[i]) : 0;
+        block[i] = first_block ? first_block[i] : 1;
     }
+    *it = (peso_semid_items){n, id, text, len, block};
 }
 
-static inline void test_dataset_free(peso_raw *raw, peso_split *split)
+static inline void test_items_free(peso_semid_items *it)
 {
-    free(split->item_raw);
-    free(split->item_first_block);
-    memset(split, 0, sizeof *split);
-    peso_raw_free(raw);
+    free(it->id);
+    free(it->text);
+    free((size_t *)it->text_len);
+    free((int32_t *)it->first_block);
+    memset(it, 0, sizeof *it);
 }
 
 /* n points in k Gaussian clusters of dimension d: cluster c's mean has

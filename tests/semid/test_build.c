@@ -63,11 +63,10 @@ static peso_conf test_conf(void)
 
 static int build_n(peso_semid *s, const text_data *t, size_t n, const peso_conf *c, peso_err *err)
 {
-    peso_raw raw;
-    peso_split split;
-    test_dataset(&raw, &split, n, (const char *const *)t->ids, (const char *const *)t->texts, t->block);
-    int rc = peso_semid_build(s, &raw, &split, c, 0, err);
-    test_dataset_free(&raw, &split);
+    peso_semid_items it;
+    test_items(&it, n, (const char *const *)t->ids, (const char *const *)t->texts, t->block);
+    int rc = peso_semid_build(s, &it, c, 0, err);
+    test_items_free(&it);
     return rc;
 }
 
@@ -222,23 +221,22 @@ Test(build, embeddings_file_and_export, .timeout = 60)
     c.semid.batch = 16; /* 90 items: several steps per epoch */
     c.semid.epochs = 40;
     write_embeddings(c.semid.embeddings, x, N, D, (const char *const *)ids);
-    peso_raw raw;
-    peso_split split;
-    test_dataset(&raw, &split, N, (const char *const *)ids, NULL, block);
+    peso_semid_items it;
+    test_items(&it, N, (const char *const *)ids, NULL, block);
     peso_semid s, back;
     peso_err err;
-    cr_assert_eq(peso_semid_build(&s, &raw, &split, &c, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_build(&s, &it, &c, 0, &err), 0, "%s", err.msg);
     /* four clusters, 16 codes: no first code spans two clusters */
     for (int i = 0; i < N; i++)
         for (int j = 0; j < i; j++)
             if (label[i] != label[j])
                 cr_assert_neq(s.codes[i * 4], s.codes[j * 4], "items %d, %d", i, j);
-    cr_assert_eq(peso_semid_import(&back, c.semid.export_index, &raw, &split, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_import(&back, c.semid.export_index, &it, &err), 0, "%s", err.msg);
     cr_assert_eq(back.n_levels, 4);
     cr_assert(memcmp(back.codes, s.codes, N * 4 * sizeof *s.codes) == 0);
     peso_semid_free(&back);
     peso_semid_free(&s);
-    test_dataset_free(&raw, &split);
+    test_items_free(&it);
     remove(c.semid.export_index);
     remove(c.semid.embeddings);
     remove(dir);
@@ -256,12 +254,11 @@ Test(build, import_source_with_export)
     strcpy(c.semid.source, "import");
     snprintf(c.semid.index, sizeof c.semid.index, "%s", PESO_FIXTURES "/semid/small.index.json");
     snprintf(c.semid.export_index, sizeof c.semid.export_index, "%s/out.index.json", dir);
-    peso_raw raw;
-    peso_split split;
-    test_dataset(&raw, &split, 4, ids, NULL, NULL);
+    peso_semid_items it;
+    test_items(&it, 4, ids, NULL, NULL);
     peso_semid s;
     peso_err err;
-    cr_assert_eq(peso_semid_build(&s, &raw, &split, &c, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_build(&s, &it, &c, 0, &err), 0, "%s", err.msg);
     cr_assert_eq(s.imported, 1);
     cr_assert_eq(s.n_levels, 4);
     FILE *f = fopen(c.semid.export_index, "r");
@@ -276,10 +273,10 @@ Test(build, import_source_with_export)
     peso_semid_free(&s);
     /* an export that cannot be written fails the build and frees the IDs */
     snprintf(c.semid.export_index, sizeof c.semid.export_index, "%s/no/such/dir/x.json", dir);
-    cr_assert_eq(peso_semid_build(&s, &raw, &split, &c, 0, &err), -1);
+    cr_assert_eq(peso_semid_build(&s, &it, &c, 0, &err), -1);
     cr_assert(strstr(err.msg, "no/such/dir"), "%s", err.msg);
     cr_assert_null(s.codes);
-    test_dataset_free(&raw, &split);
+    test_items_free(&it);
     char out[128];
     snprintf(out, sizeof out, "%s/out.index.json", dir);
     remove(out);

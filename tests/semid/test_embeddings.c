@@ -58,11 +58,10 @@ static void write_h5(const char *path, const char *const *ids, size_t n, int d, 
 
 static int read_for(const char *path, const char *const *items, size_t n, float **x, int *d, peso_err *err)
 {
-    peso_raw raw;
-    peso_split split;
-    test_dataset(&raw, &split, n, items, NULL, NULL);
-    int rc = peso_semid_read_embeddings(path, &raw, &split, x, d, err);
-    test_dataset_free(&raw, &split);
+    peso_semid_items it;
+    test_items(&it, n, items, NULL, NULL);
+    int rc = peso_semid_read_embeddings(path, &it, x, d, err);
+    test_items_free(&it);
     return rc;
 }
 

@@ -54,13 +54,12 @@ static const char *small_ids[] = {"12", "10", "11", "13"};
 
 static int import_fix(peso_semid *s, const char *name, const char *const *ids, size_t n, peso_err *err)
 {
-    peso_raw raw;
-    peso_split split;
-    test_dataset(&raw, &split, n, ids, NULL, NULL);
+    peso_semid_items it;
+    test_items(&it, n, ids, NULL, NULL);
     char path[512];
     snprintf(path, sizeof path, FIX "%s", name);
-    int rc = peso_semid_import(s, path, &raw, &split, err);
-    test_dataset_free(&raw, &split);
+    int rc = peso_semid_import(s, path, &it, err);
+    test_items_free(&it);
     return rc;
 }
 
@@ -121,16 +120,15 @@ Test(import, token_syntax)
     snprintf(path, sizeof path, "%s/t.index.json", dir);
     const char *bad[] = {"<a_>", "<a_1>x", "a_1", "<a_1", "<a1>", "<a_-1>", "<b_1>", "<a_ 1>"};
     const char *ids[] = {"1"};
-    peso_raw raw;
-    peso_split split;
-    test_dataset(&raw, &split, 1, ids, NULL, NULL);
+    peso_semid_items it;
+    test_items(&it, 1, ids, NULL, NULL);
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         FILE *f = fopen(path, "w");
         fprintf(f, "{\"1\": [\"%s\"]}", bad[k]);
         fclose(f);
         peso_semid s;
         peso_err err = {{0}};
-        cr_assert_eq(peso_semid_import(&s, path, &raw, &split, &err), -1, "%s accepted", bad[k]);
+        cr_assert_eq(peso_semid_import(&s, path, &it, &err), -1, "%s accepted", bad[k]);
         cr_assert(strstr(err.msg, bad[k]), "'%s' lacks '%s'", err.msg, bad[k]);
     }
     FILE *f = fopen(path, "w");
@@ -138,17 +136,17 @@ Test(import, token_syntax)
     fclose(f);
     peso_semid s;
     peso_err err;
-    cr_assert_eq(peso_semid_import(&s, path, &raw, &split, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_import(&s, path, &it, &err), 0, "%s", err.msg);
     cr_assert_eq(s.codes[0], 9999);
     cr_assert_eq(s.codes[1], 7);
     peso_semid_free(&s);
     f = fopen(path, "w");
     fprintf(f, "{\"1\": [\"<a_1>\"]} {}");
     fclose(f);
-    cr_assert_eq(peso_semid_import(&s, path, &raw, &split, &err), -1);
+    cr_assert_eq(peso_semid_import(&s, path, &it, &err), -1);
     /* the second '{' is byte 18 */
     cr_assert(strstr(err.msg, "line 1, column 18: unexpected '{'"), "%s", err.msg);
-    test_dataset_free(&raw, &split);
+    test_items_free(&it);
     remove(path);
     remove(dir);
 }
@@ -161,11 +159,10 @@ static int import_text(const char *text, const char *const *ids, size_t n, peso_
     FILE *f = fopen(path, "w");
     fputs(text, f);
     fclose(f);
-    peso_raw raw;
-    peso_split split;
-    test_dataset(&raw, &split, n, ids, NULL, NULL);
-    int rc = peso_semid_import(s, path, &raw, &split, err);
-    test_dataset_free(&raw, &split);
+    peso_semid_items it;
+    test_items(&it, n, ids, NULL, NULL);
+    int rc = peso_semid_import(s, path, &it, err);
+    test_items_free(&it);
     remove(path);
     remove(dir);
     return rc;
@@ -225,16 +222,15 @@ static int count_entries(const char *dir)
 Test(export, writes_the_letter_format_and_reads_back)
 {
     const char *ids[] = {"B00\"q", "A\\b", "7"};
-    peso_raw raw;
-    peso_split split;
-    test_dataset(&raw, &split, 3, ids, NULL, NULL);
+    peso_semid_items it;
+    test_items(&it, 3, ids, NULL, NULL);
     int32_t codes[] = {5, 17, 0, 5, 17, 1, 255, 0, 0};
     peso_semid s = {.n_items = 3, .n_levels = 3, .codes = codes};
     char dir[64], path[128];
     cr_assert_eq(test_tmpdir(dir), 0);
     snprintf(path, sizeof path, "%s/out.index.json", dir);
     peso_err err;
-    cr_assert_eq(peso_semid_export(&s, path, &raw, &split, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_export(&s, path, &it, &err), 0, "%s", err.msg);
     cr_assert_eq(count_entries(dir), 1, "a temporary file was left behind");
     char *text = slurp(path);
     cr_assert_str_eq(text, "{\"B00\\\"q\": [\"<a_5>\", \"<b_17>\", \"<c_0>\"], "
@@ -242,15 +238,15 @@ Test(export, writes_the_letter_format_and_reads_back)
                            "\"7\": [\"<a_255>\", \"<b_0>\", \"<c_0>\"]}");
     free(text);
     peso_semid back;
-    cr_assert_eq(peso_semid_import(&back, path, &raw, &split, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_import(&back, path, &it, &err), 0, "%s", err.msg);
     cr_assert_eq(back.n_levels, 3);
     cr_assert(memcmp(back.codes, codes, sizeof codes) == 0);
     peso_semid_free(&back);
     /* exporting for another dataset size is refused */
     s.n_items = 2;
-    cr_assert_eq(peso_semid_export(&s, path, &raw, &split, &err), -1);
+    cr_assert_eq(peso_semid_export(&s, path, &it, &err), -1);
     cr_assert(strstr(err.msg, "2 semantic IDs for a dataset of 3 items"), "%s", err.msg);
-    test_dataset_free(&raw, &split);
+    test_items_free(&it);
     remove(path);
     remove(dir);
 }
@@ -270,12 +266,11 @@ Test(import, letter_instruments)
         ids[i] = malloc(8);
         snprintf(ids[i], 8, "%d", i);
     }
-    peso_raw raw;
-    peso_split split;
-    test_dataset(&raw, &split, N, (const char *const *)ids, NULL, NULL);
+    peso_semid_items it;
+    test_items(&it, N, (const char *const *)ids, NULL, NULL);
     peso_semid s;
     peso_err err;
-    cr_assert_eq(peso_semid_import(&s, path, &raw, &split, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_import(&s, path, &it, &err), 0, "%s", err.msg);
     cr_assert_eq(s.n_items, N);
     cr_assert_eq(s.n_levels, 4);
     cr_assert_eq(s.distinct_tuples, 9897);
@@ -291,7 +286,7 @@ Test(import, letter_instruments)
     char dir[64], out[128];
     cr_assert_eq(test_tmpdir(dir), 0);
     snprintf(out, sizeof out, "%s/again.index.json", dir);
-    cr_assert_eq(peso_semid_export(&s, out, &raw, &split, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_export(&s, out, &it, &err), 0, "%s", err.msg);
     char *a = slurp(path), *b = slurp(out);
     cr_assert(strcmp(a, b) == 0, "the exported index differs from the original");
     free(a);
@@ -299,7 +294,7 @@ Test(import, letter_instruments)
     remove(out);
     remove(dir);
     peso_semid_free(&s);
-    test_dataset_free(&raw, &split);
+    test_items_free(&it);
     for (int i = 0; i < N; i++)
         free(ids[i]);
     free(ids);

@@ -88,16 +88,15 @@ static void item_by_itself(peso_llama *m, const peso_tok *tok, int i, float *out
 Test(model_features, rows_are_each_items_own_mean_hidden_state, .timeout = 60)
 {
     make_folder();
-    peso_raw raw;
-    peso_split split;
+    peso_semid_items it;
     const char *tx[N];
     for (int i = 0; i < N; i++)
         tx[i] = text_of(i);
-    test_dataset(&raw, &split, N, ids, tx, NULL);
+    test_items(&it, N, ids, tx, NULL);
     peso_err err;
     float *x = NULL;
     int dim = 0;
-    cr_assert_eq(peso_semid_model_features(dir, MAX_TOK, &raw, &split, &x, &dim, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_model_features(dir, MAX_TOK, &it, &x, &dim, &err), 0, "%s", err.msg);
     cr_assert_eq(dim, rep.config.hidden_size);
 
     peso_backend *be = peso_backend_create("cpu", &err);
@@ -125,7 +124,7 @@ Test(model_features, rows_are_each_items_own_mean_hidden_state, .timeout = 60)
     peso_tok_free(tok);
     peso_llama_free(m);
     peso_backend_destroy(be);
-    test_dataset_free(&raw, &split);
+    test_items_free(&it);
     remove_folder();
 }
 
@@ -148,12 +147,11 @@ static peso_conf model_conf(void)
 
 static void build(peso_semid *s, const peso_conf *c)
 {
-    peso_raw raw;
-    peso_split split;
+    peso_semid_items it;
     peso_err err;
-    test_dataset(&raw, &split, N, ids, texts, NULL);
-    cr_assert_eq(peso_semid_build(s, &raw, &split, c, 0, &err), 0, "%s", err.msg);
-    test_dataset_free(&raw, &split);
+    test_items(&it, N, ids, texts, NULL);
+    cr_assert_eq(peso_semid_build(s, &it, c, 0, &err), 0, "%s", err.msg);
+    test_items_free(&it);
 }
 
 Test(model_features, build_is_deterministic_with_a_collision_level, .timeout = 60)
@@ -190,12 +188,11 @@ Test(model_features, missing_folder_names_it)
     peso_conf_defaults(&c);
     strcpy(c.semid.features, "model");
     strcpy(c.semid.model, "/nonexistent/peso-model");
-    peso_raw raw;
-    peso_split split;
+    peso_semid_items it;
     peso_semid s;
     peso_err err;
-    test_dataset(&raw, &split, 2, ids, texts, NULL);
-    cr_assert_eq(peso_semid_build(&s, &raw, &split, &c, 0, &err), -1);
+    test_items(&it, 2, ids, texts, NULL);
+    cr_assert_eq(peso_semid_build(&s, &it, &c, 0, &err), -1);
     cr_assert(strstr(err.msg, "semid.model") && strstr(err.msg, "/nonexistent/peso-model"), "%s", err.msg);
-    test_dataset_free(&raw, &split);
+    test_items_free(&it);
 }

@@ -9,50 +9,46 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lora/peft.h"
+#include "hf/peft.h"
 #include "hf/safetensors.h"
 
-/* 2 layers, hidden 16, 2 heads of 4, 1 kv head, intermediate 24 */
-static peso_llama_config cfg(void)
-{
-    peso_llama_config c;
-    peso_llama_config_defaults(&c);
-    c.vocab_size = 30;
-    c.hidden_size = 16;
-    c.intermediate_size = 24;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 2;
-    c.num_key_value_heads = 1;
-    c.head_dim = 4;
-    return c;
-}
+/* Projection numbers of hf/peft.h. */
+enum { Q, K, V, O, GATE, UP, DOWN };
+
+/* in and out features of each projection in a model of 2 layers, hidden
+ * 16, 2 heads of 4, 1 kv head, intermediate 24 */
+#define N_LAYERS 2
+static const int proj_in[PESO_PEFT_NPROJ] = {16, 16, 16, 8, 16, 16, 24};
+static const int proj_out[PESO_PEFT_NPROJ] = {8, 4, 4, 16, 24, 24, 16};
 
 struct adapter {
-    peso_flat flat;
-    peso_lora lora;
+    peso_peft_module mods[N_LAYERS * PESO_PEFT_NPROJ];
+    peso_peft_layout a;
+    size_t numel;
     float *params;
 };
 
+/* Modules layer-major, projections in order, each A then B packed. */
 static void adapter_make(struct adapter *a, int rank, double alpha, unsigned targets)
 {
-    peso_llama_config c = cfg();
-    peso_lora_conf lc = {rank, alpha, targets};
-    peso_err err;
-    peso_flat_init(&a->flat);
-    cr_assert_eq(peso_lora_layout(&a->lora, &lc, &c, &a->flat, &err), 0, "%s", err.msg);
-    a->params = calloc(a->flat.numel + 1, sizeof(float));
-    /* views only: the alignment gaps of a flat stay zero */
-    for (size_t v = 0; v < a->flat.n_views; v++)
-        for (size_t j = 0; j < a->flat.views[v].numel; j++) {
-            size_t i = a->flat.views[v].offset + j;
-            a->params[i] = (float)sin(0.37 * (double)i) * 0.25f;
+    size_t off = 0;
+    a->a = (peso_peft_layout){{rank, alpha, targets}, N_LAYERS, 0, a->mods};
+    for (int l = 0; l < N_LAYERS; l++)
+        for (int p = 0; p < PESO_PEFT_NPROJ; p++) {
+            if (!(targets & (1u << p)))
+                continue;
+            peso_peft_module *m = &a->mods[a->a.n_modules++];
+            *m = (peso_peft_module){l, p, proj_in[p], proj_out[p], off, off + (size_t)rank * proj_in[p]};
+            off = m->b_off + (size_t)proj_out[p] * rank;
         }
+    a->numel = off;
+    a->params = calloc(off + 1, sizeof(float));
+    for (size_t i = 0; i < off; i++)
+        a->params[i] = (float)sin(0.37 * (double)i) * 0.25f;
 }
 
 static void adapter_free(struct adapter *a)
 {
-    peso_lora_free(&a->lora);
-    peso_flat_free(&a->flat);
     free(a->params);
 }
 
@@ -94,13 +90,30 @@ static void write_text(const char *dir, const char *name, const char *text)
     fclose(f);
 }
 
+Test(peft, projection_names_and_keys)
+{
+    static const char *const want[] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                       "gate_proj", "up_proj", "down_proj"};
+    for (int p = 0; p < PESO_PEFT_NPROJ; p++) {
+        cr_assert_str_eq(peso_peft_proj_name(p), want[p]);
+        cr_assert_str_eq(peso_peft_proj_parent(p), p <= O ? "self_attn" : "mlp");
+        cr_assert_eq(peso_peft_proj_from_name(want[p]), p);
+    }
+    cr_assert_str_eq(peso_peft_proj_name(PESO_PEFT_NPROJ), "?");
+    cr_assert_eq(peso_peft_proj_from_name("q"), -1, "short names are not PEFT's");
+    cr_assert_eq(peso_peft_proj_from_name("lm_head"), -1);
+    char key[PESO_PEFT_KEY_MAX];
+    peso_peft_key(key, sizeof key, 12, UP, 'B');
+    cr_assert_str_eq(key, "base_model.model.model.layers.12.mlp.up_proj.lora_B.weight");
+}
+
 Test(peft, written_files_are_peft_format)
 {
     struct adapter a;
-    adapter_make(&a, 4, 8.0, (1u << PESO_LORA_Q) | (1u << PESO_LORA_V) | (1u << PESO_LORA_DOWN));
+    adapter_make(&a, 4, 8.0, (1u << Q) | (1u << V) | (1u << DOWN));
     char *dir = tmpdir(), path[512];
     peso_err err;
-    cr_assert_eq(peso_peft_write(dir, &a.lora, a.params, "meta-llama/Llama-3.2-1B", &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_peft_write(dir, &a.a, a.params, "meta-llama/Llama-3.2-1B", &err), 0, "%s", err.msg);
 
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     cJSON *o = read_json(path);
@@ -153,11 +166,13 @@ Test(peft, written_files_are_peft_format)
         cr_assert_eq(x->ndim, 2);
         cr_assert_eq(x->shape[0], want[i].d0, "%s", want[i].name);
         cr_assert_eq(x->shape[1], want[i].d1, "%s", want[i].name);
-        /* the values are the flat's, row-major */
-        const peso_view *v = peso_flat_find(&a.flat, want[i].name);
+        /* the values are the buffer's, row-major; want[] is in module order */
+        const peso_peft_module *m = &a.mods[i / 2];
         float got[128];
         cr_assert_eq(peso_st_to_f32(x, got, &err), 0);
-        cr_assert_eq(memcmp(got, a.params + v->offset, v->numel * sizeof(float)), 0, "%s", want[i].name);
+        cr_assert_eq(memcmp(got, a.params + (i % 2 ? m->b_off : m->a_off),
+                            (size_t)(want[i].d0 * want[i].d1) * sizeof(float)),
+                     0, "%s", want[i].name);
     }
     peso_st_close(st);
     adapter_free(&a);
@@ -167,20 +182,20 @@ Test(peft, written_files_are_peft_format)
 Test(peft, round_trip)
 {
     struct adapter a, b;
-    adapter_make(&a, 3, 5.0, PESO_LORA_ALL);
-    adapter_make(&b, 3, 5.0, PESO_LORA_ALL);
-    memset(b.params, 0, b.flat.numel * sizeof(float));
+    adapter_make(&a, 3, 5.0, PESO_PEFT_ALL);
+    adapter_make(&b, 3, 5.0, PESO_PEFT_ALL);
+    memset(b.params, 0, b.numel * sizeof(float));
     char *dir = tmpdir(), base[64];
     peso_err err;
-    peso_lora_conf c;
-    cr_assert_eq(peso_peft_write(dir, &a.lora, a.params, NULL, &err), 0, "%s", err.msg);
+    peso_peft_conf c;
+    cr_assert_eq(peso_peft_write(dir, &a.a, a.params, NULL, &err), 0, "%s", err.msg);
     cr_assert_eq(peso_peft_read_conf(dir, &c, base, sizeof base, &err), 0, "%s", err.msg);
     cr_assert_eq(c.rank, 3);
     cr_assert_eq(c.alpha, 5.0);
-    cr_assert_eq(c.targets, PESO_LORA_ALL);
+    cr_assert_eq(c.targets, PESO_PEFT_ALL);
     cr_assert_str_eq(base, "");
-    cr_assert_eq(peso_peft_read(dir, &b.lora, b.params, &err), 0, "%s", err.msg);
-    cr_assert_eq(memcmp(a.params, b.params, a.flat.numel * sizeof(float)), 0);
+    cr_assert_eq(peso_peft_read(dir, &b.a, b.params, &err), 0, "%s", err.msg);
+    cr_assert_eq(memcmp(a.params, b.params, a.numel * sizeof(float)), 0);
     adapter_free(&a);
     adapter_free(&b);
     rmdir_all(dir);
@@ -191,8 +206,8 @@ Test(peft, round_trip)
 Test(peft, reads_peft_written_config_and_bf16)
 {
     struct adapter a, b;
-    adapter_make(&a, 2, 16.0, (1u << PESO_LORA_Q) | (1u << PESO_LORA_K));
-    adapter_make(&b, 2, 16.0, (1u << PESO_LORA_Q) | (1u << PESO_LORA_K));
+    adapter_make(&a, 2, 16.0, (1u << Q) | (1u << K));
+    adapter_make(&b, 2, 16.0, (1u << Q) | (1u << K));
     char *dir = tmpdir(), path[512];
     peso_err err;
     write_text(
@@ -209,13 +224,13 @@ Test(peft, reads_peft_written_config_and_bf16)
         "  \"use_dora\": false,\n  \"use_rslora\": false\n}\n");
     /* weights in BF16, values chosen exact in BF16 */
     peso_st_wtensor w[8];
-    char names[8][PESO_LORA_KEY_MAX];
-    for (size_t i = 0; i < a.flat.numel; i++)
+    char names[8][PESO_PEFT_KEY_MAX];
+    for (size_t i = 0; i < a.numel; i++)
         a.params[i] = (float)((int)(i % 17) - 8) / 64.0f;
-    for (int i = 0; i < a.lora.n_modules; i++)
+    for (int i = 0; i < a.a.n_modules; i++)
         for (int ab = 0; ab < 2; ab++) {
-            const peso_lora_module *m = &a.lora.mods[i];
-            peso_lora_key(names[2 * i + ab], PESO_LORA_KEY_MAX, m->layer, m->proj, ab ? 'B' : 'A');
+            const peso_peft_module *m = &a.a.mods[i];
+            peso_peft_key(names[2 * i + ab], PESO_PEFT_KEY_MAX, m->layer, m->proj, ab ? 'B' : 'A');
             w[2 * i + ab] = (peso_st_wtensor){names[2 * i + ab],
                                               PESO_ST_WRITE_BF16,
                                               2,
@@ -224,19 +239,19 @@ Test(peft, reads_peft_written_config_and_bf16)
         }
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     cr_assert_eq(peso_st_write(path, w, 8, NULL, 0, &err), 0, "%s", err.msg);
-    cr_assert_eq(peso_peft_read(dir, &b.lora, b.params, &err), 0, "%s", err.msg);
-    for (int i = 0; i < a.lora.n_modules; i++) {
-        const peso_lora_module *m = &a.lora.mods[i];
+    cr_assert_eq(peso_peft_read(dir, &b.a, b.params, &err), 0, "%s", err.msg);
+    for (int i = 0; i < a.a.n_modules; i++) {
+        const peso_peft_module *m = &a.a.mods[i];
         size_t na = 2 * (size_t)m->in, nb = 2 * (size_t)m->out;
         cr_assert_eq(memcmp(a.params + m->a_off, b.params + m->a_off, na * sizeof(float)), 0);
         cr_assert_eq(memcmp(a.params + m->b_off, b.params + m->b_off, nb * sizeof(float)), 0);
     }
     /* "all-linear" means the seven projections */
-    peso_lora_conf c;
+    peso_peft_conf c;
     write_text(dir, "adapter_config.json",
                "{\"peft_type\": \"LORA\", \"r\": 8, \"lora_alpha\": 32, \"target_modules\": \"all-linear\"}");
     cr_assert_eq(peso_peft_read_conf(dir, &c, NULL, 0, &err), 0, "%s", err.msg);
-    cr_assert_eq(c.targets, PESO_LORA_ALL);
+    cr_assert_eq(c.targets, PESO_PEFT_ALL);
     cr_assert_eq(c.rank, 8);
     adapter_free(&a);
     adapter_free(&b);
@@ -245,7 +260,7 @@ Test(peft, reads_peft_written_config_and_bf16)
 
 static void conf_error(const char *dir, const char *json, const char *key)
 {
-    peso_lora_conf c;
+    peso_peft_conf c;
     peso_err err;
     write_text(dir, "adapter_config.json", json);
     cr_assert_eq(peso_peft_read_conf(dir, &c, NULL, 0, &err), -1, "accepted %s", json);
@@ -273,6 +288,9 @@ Test(peft, unsupported_configs_are_errors)
     conf_error(dir, CONF("\"target_modules\": \".*q_proj\""), "target_modules");
     conf_error(dir, "{\"peft_type\": \"PREFIX_TUNING\", \"r\": 8}", "peft_type");
     conf_error(dir,
+               "{\"peft_type\": \"LORA\", \"r\": 8, \"lora_alpha\": 0, \"target_modules\": [\"q_proj\"]}",
+               "alpha");
+    conf_error(dir,
                "{\"peft_type\": \"LORA\", \"r\": 2.5, \"lora_alpha\": 1, \"target_modules\": [\"q_proj\"]}",
                "'r'");
 #undef CONF
@@ -282,34 +300,34 @@ Test(peft, unsupported_configs_are_errors)
 Test(peft, weights_must_match_the_model)
 {
     struct adapter a, b, small;
-    adapter_make(&a, 4, 8.0, (1u << PESO_LORA_Q) | (1u << PESO_LORA_O));
-    adapter_make(&b, 4, 8.0, (1u << PESO_LORA_Q));
-    adapter_make(&small, 2, 8.0, (1u << PESO_LORA_Q) | (1u << PESO_LORA_O));
+    adapter_make(&a, 4, 8.0, (1u << Q) | (1u << O));
+    adapter_make(&b, 4, 8.0, (1u << Q));
+    adapter_make(&small, 2, 8.0, (1u << Q) | (1u << O));
     char *dir = tmpdir(), path[512];
     peso_err err;
-    cr_assert_eq(peso_peft_write(dir, &a.lora, a.params, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_peft_write(dir, &a.a, a.params, NULL, &err), 0, "%s", err.msg);
     /* other targets or rank than the model's */
-    cr_assert_eq(peso_peft_read(dir, &b.lora, b.params, &err), -1);
+    cr_assert_eq(peso_peft_read(dir, &b.a, b.params, &err), -1);
     cr_assert(strstr(err.msg, "adapter_config.json") && strstr(err.msg, "r=4"), "%s", err.msg);
-    cr_assert_eq(peso_peft_read(dir, &small.lora, small.params, &err), -1);
+    cr_assert_eq(peso_peft_read(dir, &small.a, small.params, &err), -1);
     cr_assert(strstr(err.msg, "r=2"), "%s", err.msg);
 
     /* a weights file with a key the config does not cover */
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    cr_assert_eq(peso_peft_write_weights(path, &a.lora, a.params, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_peft_write_weights(path, &a.a, a.params, &err), 0, "%s", err.msg);
     write_text(dir, "adapter_config.json",
                "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\"]}");
-    cr_assert_eq(peso_peft_read(dir, &b.lora, b.params, &err), -1);
+    cr_assert_eq(peso_peft_read(dir, &b.a, b.params, &err), -1);
     cr_assert(strstr(err.msg, "adapter_model.safetensors") &&
                   strstr(err.msg, "base_model.model.model.layers.0.self_attn.o_proj.lora_A.weight"),
               "%s", err.msg);
 
     /* a missing key, and a wrong shape */
-    cr_assert_eq(peso_peft_write_weights(path, &b.lora, b.params, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_peft_write_weights(path, &b.a, b.params, &err), 0, "%s", err.msg);
     write_text(dir, "adapter_config.json",
                "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\", "
                "\"o_proj\"]}");
-    cr_assert_eq(peso_peft_read(dir, &a.lora, a.params, &err), -1);
+    cr_assert_eq(peso_peft_read(dir, &a.a, a.params, &err), -1);
     cr_assert(strstr(err.msg, "adapter_model.safetensors") && strstr(err.msg, "o_proj.lora_A.weight") &&
                   strstr(err.msg, "not found"),
               "%s", err.msg);
@@ -321,7 +339,7 @@ Test(peft, weights_must_match_the_model)
     cr_assert_eq(peso_st_write(path, &w, 1, NULL, 0, &err), 0);
     write_text(dir, "adapter_config.json",
                "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\"]}");
-    cr_assert_eq(peso_peft_read(dir, &b.lora, b.params, &err), -1);
+    cr_assert_eq(peso_peft_read(dir, &b.a, b.params, &err), -1);
     cr_assert(strstr(err.msg, "q_proj.lora_A.weight") && strstr(err.msg, "[4, 16]"), "%s", err.msg);
     adapter_free(&a);
     adapter_free(&b);

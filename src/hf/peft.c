@@ -1,4 +1,4 @@
-#include "lora/peft.h"
+#include "hf/peft.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -11,6 +11,34 @@
 #include "common/atomic.h"
 #include "hf/safetensors.h"
 
+static const char *const proj_names[PESO_PEFT_NPROJ] = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+};
+
+const char *peso_peft_proj_name(int proj)
+{
+    return proj >= 0 && proj < PESO_PEFT_NPROJ ? proj_names[proj] : "?";
+}
+
+const char *peso_peft_proj_parent(int proj)
+{
+    return proj <= 3 /* o_proj */ ? "self_attn" : "mlp";
+}
+
+int peso_peft_proj_from_name(const char *name)
+{
+    for (int p = 0; p < PESO_PEFT_NPROJ; p++)
+        if (strcmp(name, proj_names[p]) == 0)
+            return p;
+    return -1;
+}
+
+void peso_peft_key(char *buf, size_t n, int layer, int proj, char which)
+{
+    snprintf(buf, n, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", layer,
+             peso_peft_proj_parent(proj), peso_peft_proj_name(proj), which);
+}
+
 static void join(char *out, size_t n, const char *dir, const char *name)
 {
     snprintf(out, n, "%s/%s", dir, name);
@@ -18,7 +46,7 @@ static void join(char *out, size_t n, const char *dir, const char *name)
 
 /* ---- writing ---- */
 
-static cJSON *config_json(const peso_lora *l, const char *base_model)
+static cJSON *config_json(const peso_peft_conf *c, const char *base_model)
 {
     /* keys in sorted order, as PEFT's save_pretrained writes them */
     cJSON *o = cJSON_CreateObject();
@@ -33,39 +61,39 @@ static cJSON *config_json(const peso_lora *l, const char *base_model)
     cJSON_AddTrueToObject(o, "init_lora_weights");
     cJSON_AddNullToObject(o, "layers_pattern");
     cJSON_AddNullToObject(o, "layers_to_transform");
-    cJSON_AddNumberToObject(o, "lora_alpha", l->conf.alpha);
+    cJSON_AddNumberToObject(o, "lora_alpha", c->alpha);
     cJSON_AddNumberToObject(o, "lora_dropout", 0.0);
     cJSON_AddNullToObject(o, "modules_to_save");
     cJSON_AddStringToObject(o, "peft_type", "LORA");
-    cJSON_AddNumberToObject(o, "r", l->conf.rank);
+    cJSON_AddNumberToObject(o, "r", c->rank);
     cJSON_AddItemToObject(o, "rank_pattern", cJSON_CreateObject());
     cJSON_AddNullToObject(o, "revision");
     cJSON *t = cJSON_AddArrayToObject(o, "target_modules");
-    for (int p = 0; p < PESO_LORA_NPROJ; p++)
-        if (l->conf.targets & (1u << p))
-            cJSON_AddItemToArray(t, cJSON_CreateString(peso_lora_proj_name((peso_lora_proj)p)));
+    for (int p = 0; p < PESO_PEFT_NPROJ; p++)
+        if (c->targets & (1u << p))
+            cJSON_AddItemToArray(t, cJSON_CreateString(proj_names[p]));
     cJSON_AddStringToObject(o, "task_type", "CAUSAL_LM");
     cJSON_AddFalseToObject(o, "use_dora");
     cJSON_AddFalseToObject(o, "use_rslora");
     return o;
 }
 
-int peso_peft_write_weights(const char *path, const peso_lora *l, const float *params, peso_err *err)
+int peso_peft_write_weights(const char *path, const peso_peft_layout *a, const float *buf, peso_err *err)
 {
-    size_t n = 2 * (size_t)l->n_modules;
+    size_t n = 2 * (size_t)a->n_modules;
     peso_st_wtensor *t = peso_calloc(n ? n : 1, sizeof *t);
-    char(*keys)[PESO_LORA_KEY_MAX] = peso_calloc(n ? n : 1, sizeof *keys);
-    for (int i = 0; i < l->n_modules; i++) {
-        const peso_lora_module *m = &l->mods[i];
+    char(*keys)[PESO_PEFT_KEY_MAX] = peso_calloc(n ? n : 1, sizeof *keys);
+    for (int i = 0; i < a->n_modules; i++) {
+        const peso_peft_module *m = &a->mods[i];
         for (int ab = 0; ab < 2; ab++) {
             peso_st_wtensor *w = &t[2 * i + ab];
-            peso_lora_key(keys[2 * i + ab], PESO_LORA_KEY_MAX, m->layer, m->proj, ab ? 'B' : 'A');
+            peso_peft_key(keys[2 * i + ab], PESO_PEFT_KEY_MAX, m->layer, m->proj, ab ? 'B' : 'A');
             w->name = keys[2 * i + ab];
             w->dtype = PESO_ST_WRITE_F32;
             w->ndim = 2;
-            w->shape[0] = ab ? m->out : l->conf.rank;
-            w->shape[1] = ab ? l->conf.rank : m->in;
-            w->data = params + (ab ? m->b_off : m->a_off);
+            w->shape[0] = ab ? m->out : a->conf.rank;
+            w->shape[1] = ab ? a->conf.rank : m->in;
+            w->data = buf + (ab ? m->b_off : m->a_off);
         }
     }
     peso_st_kv meta = {"format", "pt"};
@@ -75,7 +103,7 @@ int peso_peft_write_weights(const char *path, const peso_lora *l, const float *p
     return rc;
 }
 
-int peso_peft_write(const char *dir, const peso_lora *l, const float *params, const char *base_model,
+int peso_peft_write(const char *dir, const peso_peft_layout *a, const float *params, const char *base_model,
                     peso_err *err)
 {
     char path[PESO_PATH_MAX];
@@ -83,9 +111,9 @@ int peso_peft_write(const char *dir, const peso_lora *l, const float *params, co
         return -1;
     /* weights first: a config on disk implies its weights are complete */
     join(path, sizeof path, dir, PESO_PEFT_WEIGHTS);
-    if (peso_peft_write_weights(path, l, params, err) < 0)
+    if (peso_peft_write_weights(path, a, params, err) < 0)
         return -1;
-    cJSON *o = config_json(l, base_model);
+    cJSON *o = config_json(&a->conf, base_model);
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     size_t len = strlen(text);
@@ -119,7 +147,7 @@ static int read_targets(const cJSON *o, const char *path, unsigned *mask, peso_e
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "target_modules");
     if (cJSON_IsString(t) && strcmp(t->valuestring, "all-linear") == 0) {
         /* PEFT: every linear layer but the output head = the 7 projections */
-        *mask = PESO_LORA_ALL;
+        *mask = PESO_PEFT_ALL;
         return 0;
     }
     if (!cJSON_IsArray(t) || !t->child)
@@ -130,9 +158,8 @@ static int read_targets(const cJSON *o, const char *path, unsigned *mask, peso_e
                          path);
     unsigned m = 0;
     for (const cJSON *e = t->child; e; e = e->next) {
-        peso_lora_proj p;
-        if (!cJSON_IsString(e) || !strstr(e->valuestring, "_proj") ||
-            peso_lora_proj_from_name(e->valuestring, &p) < 0)
+        int p = cJSON_IsString(e) ? peso_peft_proj_from_name(e->valuestring) : -1;
+        if (p < 0)
             return peso_errf(err,
                              "%s: key 'target_modules': '%s' is not one of q_proj, k_proj, "
                              "v_proj, o_proj, gate_proj, up_proj, down_proj",
@@ -163,7 +190,7 @@ static int check_string(const cJSON *o, const char *path, const char *key, const
     return 0;
 }
 
-static int parse_conf(const cJSON *o, const char *path, peso_lora_conf *c, char *base_model, size_t n,
+static int parse_conf(const cJSON *o, const char *path, peso_peft_conf *c, char *base_model, size_t n,
                       peso_err *err)
 {
     double r = 0.0;
@@ -195,10 +222,12 @@ static int parse_conf(const cJSON *o, const char *path, peso_lora_conf *c, char 
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "base_model_name_or_path");
         snprintf(base_model, n, "%s", cJSON_IsString(b) ? b->valuestring : "");
     }
-    return peso_lora_conf_check(c, path, err);
+    if (!isfinite(c->alpha) || c->alpha <= 0.0)
+        return peso_errf(err, "%s: LoRA alpha %g, expected a finite number > 0", path, c->alpha);
+    return 0;
 }
 
-int peso_peft_read_conf(const char *dir, peso_lora_conf *c, char *base_model, size_t n, peso_err *err)
+int peso_peft_read_conf(const char *dir, peso_peft_conf *c, char *base_model, size_t n, peso_err *err)
 {
     char path[PESO_PATH_MAX];
     join(path, sizeof path, dir, PESO_PEFT_CONFIG);
@@ -217,30 +246,29 @@ int peso_peft_read_conf(const char *dir, peso_lora_conf *c, char *base_model, si
 
 /* ---- reading the weights ---- */
 
-static int load_module(const peso_st *st, const peso_lora *l, const peso_lora_module *m, float *params,
-                       peso_err *err)
+static int load_module(const peso_st *st, int rank, const peso_peft_module *m, float *params, peso_err *err)
 {
-    char key[PESO_LORA_KEY_MAX];
-    int64_t a[2] = {l->conf.rank, m->in}, b[2] = {m->out, l->conf.rank};
-    peso_lora_key(key, sizeof key, m->layer, m->proj, 'A');
+    char key[PESO_PEFT_KEY_MAX];
+    int64_t a[2] = {rank, m->in}, b[2] = {m->out, rank};
+    peso_peft_key(key, sizeof key, m->layer, m->proj, 'A');
     if (peso_st_load_f32(st, key, 2, a, params + m->a_off, err) < 0)
         return -1;
-    peso_lora_key(key, sizeof key, m->layer, m->proj, 'B');
+    peso_peft_key(key, sizeof key, m->layer, m->proj, 'B');
     return peso_st_load_f32(st, key, 2, b, params + m->b_off, err);
 }
 
 /* A key the model has no module for would be silently dropped. */
-static int check_no_extra(const peso_st *st, const peso_lora *l, peso_err *err)
+static int check_no_extra(const peso_st *st, const peso_peft_layout *l, peso_err *err)
 {
     if (peso_st_count(st) == 2 * (size_t)l->n_modules)
         return 0;
-    char key[PESO_LORA_KEY_MAX];
+    char key[PESO_PEFT_KEY_MAX];
     for (size_t i = 0; i < peso_st_count(st); i++) {
         const char *name = peso_st_at(st, i)->name;
         int known = 0;
         for (int j = 0; j < l->n_modules && !known; j++)
             for (int ab = 0; ab < 2 && !known; ab++) {
-                peso_lora_key(key, sizeof key, l->mods[j].layer, l->mods[j].proj, ab ? 'B' : 'A');
+                peso_peft_key(key, sizeof key, l->mods[j].layer, l->mods[j].proj, ab ? 'B' : 'A');
                 known = strcmp(key, name) == 0;
             }
         if (!known)
@@ -252,10 +280,10 @@ static int check_no_extra(const peso_st *st, const peso_lora *l, peso_err *err)
     return 0;
 }
 
-int peso_peft_read(const char *dir, const peso_lora *l, float *params, peso_err *err)
+int peso_peft_read(const char *dir, const peso_peft_layout *l, float *params, peso_err *err)
 {
     char path[PESO_PATH_MAX];
-    peso_lora_conf c = {0};
+    peso_peft_conf c = {0};
     if (peso_peft_read_conf(dir, &c, NULL, 0, err) < 0)
         return -1;
     join(path, sizeof path, dir, PESO_PEFT_CONFIG);
@@ -270,7 +298,7 @@ int peso_peft_read(const char *dir, const peso_lora *l, float *params, peso_err 
         return -1;
     int rc = check_no_extra(st, l, err);
     for (int i = 0; i < l->n_modules && rc == 0; i++)
-        rc = load_module(st, l, &l->mods[i], params, err);
+        rc = load_module(st, l->conf.rank, &l->mods[i], params, err);
     peso_st_close(st);
     return rc;
 }
