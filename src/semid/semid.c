@@ -357,7 +357,7 @@ static int map_ids(h5_handles *h, const char *path, size_t n, const peso_semid_i
     int rc = 0;
     for (size_t r = 0; rc == 0 && r < n; r++) {
         const char *s = h->ids[r];
-        int64_t ds = s ? peso_strtab_find(ids, s, strlen(s)) : -1;
+        int64_t ds = peso_strtab_find(ids, s, strlen(s));
         row_item[r] = ds;
         if (ds < 0)
             continue;
