@@ -140,8 +140,8 @@ static int design_a(peso_method_stage *s, float *params, peso_err *err)
     size_t at = 0;
     for (int i = 0; i < l->n_modules; i++) {
         int in = l->mods[i].in;
-        if (peso_inflora_design(f->cov + at, in, f->basis[i], f->k[i], l->conf.rank, params + l->mods[i].a_off,
-                                err) < 0)
+        if (peso_inflora_design(f->cov + at, in, f->basis[i], f->k[i], l->conf.rank,
+                                params + l->mods[i].a_off, err) < 0)
             return peso_err_prefix(err, "inflora, module %d", i);
         at += (size_t)in * in;
     }

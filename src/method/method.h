@@ -48,8 +48,8 @@ typedef struct peso_method_env {
     void *ctx;
     /* fn(arg, batch) on every micro-batch of stage k's training windows
      * (all of them, in epoch 0's order, on every train rank) */
-    int (*each_batch)(void *ctx, int k, int (*fn)(void *arg, const peso_llama_batch *b, peso_err *err), void *arg,
-                      peso_err *err);
+    int (*each_batch)(void *ctx, int k, int (*fn)(void *arg, const peso_llama_batch *b, peso_err *err),
+                      void *arg, peso_err *err);
     /* the stage does not train [off, off + n) of the flat */
     void (*freeze)(void *ctx, size_t off, size_t n);
 } peso_method_env;

@@ -10,8 +10,9 @@ extern const peso_method peso_method_pretrain, peso_method_single, peso_method_p
     peso_method_ortho, peso_method_output_kl, peso_method_sumlora, peso_method_sdlora, peso_method_inflora;
 
 const peso_method *const peso_methods[] = {
-    &peso_method_pretrain, &peso_method_single,  &peso_method_peso,   &peso_method_l2,      &peso_method_ortho,
-    &peso_method_output_kl, &peso_method_sumlora, &peso_method_sdlora, &peso_method_inflora,
+    &peso_method_pretrain, &peso_method_single, &peso_method_peso,
+    &peso_method_l2,       &peso_method_ortho,  &peso_method_output_kl,
+    &peso_method_sumlora,  &peso_method_sdlora, &peso_method_inflora,
 };
 const int peso_n_methods = (int)(sizeof peso_methods / sizeof peso_methods[0]);
 
@@ -30,9 +31,10 @@ int peso_method_of_conf(const peso_conf *c, const peso_method **meth, char *labe
     if (!m) {
         char names[256] = "";
         for (int i = 0; i < peso_n_methods; i++)
-            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", peso_methods[i]->name);
-        return peso_errf(err, "%s: key 'method.name': unknown method '%s' (methods: %s)", c->source, c->method.name,
-                         names);
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+                     peso_methods[i]->name);
+        return peso_errf(err, "%s: key 'method.name': unknown method '%s' (methods: %s)", c->source,
+                         c->method.name, names);
     }
     *meth = m;
     if (m->flags & PESO_METHOD_VARIANT) {

@@ -40,8 +40,8 @@ int peso_train_keep_best(peso_trainer *tr, peso_err *err)
     int rc = 0;
     if (tr->s.best && tr->s.best_epoch != tr->epochs - 1) {
         if (r->log)
-            fprintf(r->log, "stage %d: keeping epoch %d (valid ndcg@10 %.4f)\n", tr->s.t, tr->s.best_epoch + 1,
-                    tr->s.best_score);
+            fprintf(r->log, "stage %d: keeping epoch %d (valid ndcg@10 %.4f)\n", tr->s.t,
+                    tr->s.best_epoch + 1, tr->s.best_score);
         rc = peso_llama_set_params(r->m, tr->s.best, err);
     }
     free(tr->s.best); /* not part of the stage's final checkpoint */

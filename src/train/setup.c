@@ -84,8 +84,8 @@ static int plan_frozen(peso_trainer *tr, peso_err *err)
 /* ---- what the method may ask for ---- */
 
 /* fn on every micro-batch of stage k's training windows, epoch 0's order. */
-static int each_batch(void *ctx, int k, int (*fn)(void *arg, const peso_llama_batch *b, peso_err *err), void *arg,
-                      peso_err *err)
+static int each_batch(void *ctx, int k, int (*fn)(void *arg, const peso_llama_batch *b, peso_err *err),
+                      void *arg, peso_err *err)
 {
     peso_trainer *tr = ctx;
     peso_run *r = tr->r;
@@ -176,8 +176,8 @@ static int setup_optim(peso_trainer *tr, peso_err *err)
     tr->total_steps = 0;
     for (int e = 0; e < tr->epochs; e++) {
         peso_steps st;
-        if (peso_steps_plan(&st, peso_train_pairs(r, t), &r->prompt, c->seed, t, e, (size_t)c->train.max_windows,
-                            c->train.batch_tokens, err) < 0)
+        if (peso_steps_plan(&st, peso_train_pairs(r, t), &r->prompt, c->seed, t, e,
+                            (size_t)c->train.max_windows, c->train.batch_tokens, err) < 0)
             return -1;
         tr->total_steps += (int64_t)st.n_steps;
         peso_steps_free(&st);

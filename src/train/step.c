@@ -50,7 +50,8 @@ static int prox_term(peso_trainer *tr, double *value, peso_err *err)
 }
 
 enum { TAIL_DATA, TAIL_PROX, TAIL_TOKENS, TAIL_BAD, TAIL_STOP };
-_Static_assert(PESO_STEP_TAIL_N <= PESO_LLAMA_GRAD_TAIL, "the tail rides in the gradient buffer's spare floats");
+_Static_assert(PESO_STEP_TAIL_N <= PESO_LLAMA_GRAD_TAIL,
+               "the tail rides in the gradient buffer's spare floats");
 
 void peso_step_tail_pack(const peso_step_tail *t, float out[PESO_STEP_TAIL_N])
 {
@@ -107,7 +108,8 @@ int peso_train_step(peso_trainer *tr, const peso_steps *st, size_t i, int64_t st
         sum = NAN;
     int bad = !isfinite(sum) || !isfinite(psum);
     if (bad)
-        fprintf(stderr, "peso-train: rank %d: non-finite loss at stage %d step %lld (data sum %g, proximal %g)\n",
+        fprintf(stderr,
+                "peso-train: rank %d: non-finite loss at stage %d step %lld (data sum %g, proximal %g)\n",
                 par->rank, tr->s.t, (long long)stage_step + 1, sum, psum);
     peso_step_tail mine = {sum, psum, tokens, bad, stop_signal != 0}, all;
     float tail[PESO_STEP_TAIL_N];
@@ -122,11 +124,12 @@ int peso_train_step(peso_trainer *tr, const peso_steps *st, size_t i, int64_t st
     o->tokens = all.tokens;
     o->stop = all.stop;
     if (all.bad > 0)
-        return peso_errf(err, "stage %d step %lld: non-finite loss on %d train rank(s) (named above)", tr->s.t,
-                         (long long)stage_step + 1, all.bad);
+        return peso_errf(err, "stage %d step %lld: non-finite loss on %d train rank(s) (named above)",
+                         tr->s.t, (long long)stage_step + 1, all.bad);
     o->lr = peso_schedule_lr(&tr->sched, stage_step);
     if (peso_trainer_zero_frozen(tr, err) < 0 ||
-        peso_optim_clip_step(&tr->opt, m->params, m->grads, o->lr, c->train.max_grad_norm, &o->gnorm, err) < 0)
+        peso_optim_clip_step(&tr->opt, m->params, m->grads, o->lr, c->train.max_grad_norm, &o->gnorm, err) <
+            0)
         return peso_err_prefix(err, "stage %d step %lld", tr->s.t, (long long)stage_step + 1);
     return peso_trainer_unfreeze(tr, err);
 }

@@ -7,8 +7,8 @@
 #include "llama_setup.h"
 
 typedef struct seen {
-    int calls[3];    /* per pass */
-    int key[3][64];  /* layer * PESO_LORA_NPROJ + proj of each call */
+    int calls[3];   /* per pass */
+    int key[3][64]; /* layer * PESO_LORA_NPROJ + proj of each call */
     int B, T, lens_ok;
     const int32_t *want_lens;
 } seen;
@@ -60,7 +60,8 @@ Test(hook, called_once_per_adapted_projection_of_hooked_passes)
     for (int p = 0; p < 3; p++)
         for (int i = 1; i < n; i++)
             cr_assert(c.key[p][i] > c.key[p][i - 1], "pass %d: call %d out of order", p, i);
-    cr_assert(c.B == 2 && c.T == 6 && c.lens_ok, "site geometry [%d, %d], lens/module ok %d", c.B, c.T, c.lens_ok);
+    cr_assert(c.B == 2 && c.T == 6 && c.lens_ok, "site geometry [%d, %d], lens/module ok %d", c.B, c.T,
+              c.lens_ok);
     /* removed: nothing more */
     peso_llama_set_hook(s.m, NULL);
     cr_assert_eq(peso_llama_forward(s.m, &v, &loss, &err), 0, "%s", err.msg);
@@ -123,8 +124,8 @@ Test(hook, backward_gets_the_gradient_of_the_output)
     peso_llama_loss loss;
     /* q of layer 0 (its gradient crosses attention and both layers) and
      * down of the last layer (a residual output) */
-    int L = s.m->cfg.num_hidden_layers, mods[2] = {s.m->lora.index[PESO_LORA_Q],
-                                                   s.m->lora.index[(L - 1) * PESO_LORA_NPROJ + PESO_LORA_DOWN]};
+    int L = s.m->cfg.num_hidden_layers,
+        mods[2] = {s.m->lora.index[PESO_LORA_Q], s.m->lora.index[(L - 1) * PESO_LORA_NPROJ + PESO_LORA_DOWN]};
     for (int k = 0; k < 2; k++) {
         const peso_lora_module *md = &s.m->lora.mods[mods[k]];
         probe p = {.module = mods[k]};
@@ -149,8 +150,8 @@ Test(hook, backward_gets_the_gradient_of_the_output)
                 cr_assert_eq(got, 0.0, "module %d: gradient %g on a padding row", mods[k], got);
             else
                 cr_assert(fabs(got - fd) <= 2e-3 * mx + 1e-3 * fabs(fd),
-                          "module %d row %zu col %zu: dy %.7g, central difference %.7g", mods[k], p.row, p.col,
-                          got, fd);
+                          "module %d row %zu col %zu: dy %.7g, central difference %.7g", mods[k], p.row,
+                          p.col, got, fd);
         }
         peso_llama_set_hook(s.m, NULL);
         free(p.dy);
