@@ -188,6 +188,19 @@ struct peso_backend {
     int (*sumsq)(peso_backend *be, const float *x, size_t n, double *out, peso_err *err);
     /* x *= s. */
     int (*scale)(peso_backend *be, float *x, size_t n, float s, peso_err *err);
+
+    /* ---- row softmax-KL (output-KL) ---- */
+    /* Over a right-padded batch of B rows of T positions: z and z_prev
+     * [B*T, d], lens [B] (int32; row b's real positions are t < lens[b],
+     * 0 <= lens[b] <= T). *value (host) = scale * sum over real positions
+     * of KL(softmax(z[pos]) || softmax(z_prev[pos])), in double: each
+     * row's KLs summed in position order and multiplied by scale, the rows'
+     * values summed in b order. dz [B*T, d] (may be NULL) is OVERWRITTEN,
+     * padding included: scale * dKL/dz at real positions, 0 on padding.
+     * dz may be z itself (each position reads its row before writing it),
+     * but may not otherwise overlap z or z_prev. */
+    int (*row_kl)(peso_backend *be, const float *z, const float *z_prev, const int32_t *lens, int B,
+                  int T, int d, double scale, float *dz, double *value, peso_err *err);
 };
 
 /* Creates a backend by name ("cpu"); the error lists the built ones. */

@@ -111,5 +111,6 @@ peso_backend *peso_backend_cpu_create(peso_err *err)
     be->adamw = peso_cpu_adamw;
     be->sumsq = peso_cpu_sumsq;
     be->scale = peso_cpu_scale;
+    be->row_kl = peso_cpu_row_kl;
     return be;
 }
