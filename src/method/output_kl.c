@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "method/method.h"
-#include "method/prox.h"
 
 static int okl_forward(void *ctx, peso_llama *m, const peso_llama_site *s, peso_err *err);
 
@@ -30,9 +29,6 @@ void peso_okl_free(peso_okl *o)
     peso_llama_set_hook(o->m, NULL);
     free_scratch(o);
     o->m->be->free(o->m->be, o->prev);
-    free(o->hz);
-    free(o->hzp);
-    free(o->hdz);
     memset(o, 0, sizeof *o);
 }
 
@@ -92,19 +88,6 @@ static int grow_scratch(peso_okl *o, size_t rows, peso_err *err)
     return 0;
 }
 
-static void grow_host(peso_okl *o, size_t n)
-{
-    if (n <= o->hcap)
-        return;
-    free(o->hz);
-    free(o->hzp);
-    free(o->hdz);
-    o->hz = peso_malloc(n * sizeof(float));
-    o->hzp = peso_malloc(n * sizeof(float));
-    o->hdz = peso_malloc(n * sizeof(float));
-    o->hcap = n;
-}
-
 /* z and z_prev [N, out] on the device (oz, ozp). */
 static int outputs(peso_okl *o, const peso_llama_site *s, int N, peso_err *err)
 {
@@ -119,30 +102,17 @@ static int outputs(peso_okl *o, const peso_llama_site *s, int N, peso_err *err)
     return peso_linear(be, o->ozp, o->olu, o->prev + md->b_off, PESO_F32, N, md->out, r, sc, 0.0f, err);
 }
 
-/* The KL of each batch row's real tokens on the host; with grad, dz (zero
- * on padding) back into oz. */
+/* The KL of each batch row's real tokens; with grad, dz (zero on
+ * padding) over oz in place. */
 static int kl_rows(peso_okl *o, const peso_llama_site *s, int grad, peso_err *err)
 {
     peso_backend *be = o->m->be;
-    int out = s->mod->out;
-    size_t row = (size_t)s->T * out;
-    grow_host(o, (size_t)s->B * row);
-    if (grad)
-        memset(o->hdz, 0, (size_t)s->B * row * sizeof(float));
-    for (int b = 0; b < s->B; b++) {
-        int len = s->lens[b];
-        size_t at = (size_t)b * row, bytes = (size_t)len * out * sizeof(float);
-        double v;
-        if (len == 0)
-            continue;
-        if (be->download(be, o->hz + at, o->oz + at, bytes, err) < 0 ||
-            be->download(be, o->hzp + at, o->ozp + at, bytes, err) < 0 ||
-            peso_prox_output_kl(o->hz + at, o->hzp + at, len, out, o->scale, grad ? o->hdz + at : NULL, &v,
-                                err) < 0)
-            return -1;
-        o->sum += v;
-    }
-    return grad ? be->upload(be, o->oz, o->hdz, (size_t)s->B * row * sizeof(float), err) : 0;
+    double v;
+    if (be->row_kl(be, o->oz, o->ozp, s->dev_lens, s->B, s->T, s->mod->out, o->scale, grad ? o->oz : NULL, &v,
+                   err) < 0)
+        return -1;
+    o->sum += v;
+    return 0;
 }
 
 /* z = scaling (x A^T) B^T: dB += scaling dz^T (x A^T), dA += (scaling dz

@@ -7,8 +7,8 @@
  * constant of the term (stop-gradient), so its whole gradient is known
  * as soon as the module's forward has run: in a TRAIN pass it goes into
  * the module's A and B right there (A's not with freeze_a) and nothing
- * flows into x. The softmax-KL is peso_prox_output_kl on host copies of
- * the real rows of z and z_prev, dz uploaded again. */
+ * flows into x. The softmax-KL is the backend's row_kl on the batch's
+ * rows, its dz written over z on the device. */
 #ifndef PESO_METHOD_OUTPUT_KL_H
 #define PESO_METHOD_OUTPUT_KL_H
 
@@ -16,14 +16,12 @@
 
 typedef struct peso_okl {
     peso_llama *m;
-    float *prev;           /* device [m->lora_span]: v_{t-1} */
-    double scale;          /* factor of the term, 1.0 until set */
-    double sum;            /* the term's value since the last peso_okl_take */
-    float *oz, *ozp;       /* device [rows, widest output]: z, z_prev; dz into oz */
-    float *olu, *odlu;     /* device [rows, rank]: x A_prev^T, dz B */
-    size_t rows;           /* capacity of the device scratch */
-    float *hz, *hzp, *hdz; /* host staging of z, z_prev and dz */
-    size_t hcap;           /* floats of each */
+    float *prev;       /* device [m->lora_span]: v_{t-1} */
+    double scale;      /* factor of the term, 1.0 until set */
+    double sum;        /* the term's value since the last peso_okl_take */
+    float *oz, *ozp;   /* device [rows, widest output]: z, z_prev; dz into oz */
+    float *olu, *odlu; /* device [rows, rank]: x A_prev^T, dz B */
+    size_t rows;       /* capacity of the device scratch */
 } peso_okl;
 
 /* Installs the term on m as its hook, with v_{t-1} = prev (host, m's flat

@@ -129,10 +129,11 @@ typedef struct peso_llama_site {
     const peso_lora_module *mod; /* its adapter (lora.mods[module]) */
     int module;
     int B, T;
-    const int32_t *lens; /* host [B] */
-    const float *x;      /* device [B*T, in]: the projection's input */
-    const float *lu;     /* device [B*T, rank]: x A^T */
-    float *y;            /* device [B*T, out]: where the output was added */
+    const int32_t *lens;     /* host [B] */
+    const int32_t *dev_lens; /* device [B]: the same lengths, for table entries */
+    const float *x;          /* device [B*T, in]: the projection's input */
+    const float *lu;         /* device [B*T, rank]: x A^T */
+    float *y;                /* device [B*T, out]: where the output was added */
 } peso_llama_site;
 
 /* A per-projection hook (peso_llama_set_hook). Either callback may be
