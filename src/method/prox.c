@@ -292,31 +292,3 @@ int peso_prox_ortho(const peso_lora *l, int lo, int hi, const float *v, const fl
     free(fro);
     return 0;
 }
-
-int peso_prox_output_kl(const float *z, const float *z_prev, int n_tok, int d, double scale, float *grad,
-                        double *value, peso_err *err)
-{
-    if (n_tok < 0 || d < 1)
-        return peso_errf(err, "output kl: n_tok=%d d=%d, expected n_tok >= 0 and d >= 1", n_tok, d);
-    if (!isfinite(scale))
-        return peso_errf(err, "output kl: scale=%g, expected a finite number", scale);
-    double *kl = peso_malloc((size_t)n_tok * sizeof *kl);
-#pragma omp parallel if ((size_t)n_tok * (size_t)d >= PAR_MIN)
-    {
-        double *x = peso_malloc((size_t)d * sizeof *x), *y = peso_malloc((size_t)d * sizeof *y);
-#pragma omp for schedule(static)
-        for (int t = 0; t < n_tok; t++) {
-            peso_prox_group row = {0, 1, {{(size_t)t * (size_t)d, (size_t)d, 1}}, (size_t)d};
-            gather(&row, z, x);
-            gather(&row, z_prev, y);
-            kl[t] = softmax_kl(x, y, (size_t)d, grad != NULL);
-            if (grad)
-                scatter_add(&row, x, scale, grad);
-        }
-        free(x);
-        free(y);
-    }
-    *value = scale * sum_in_order(kl, (size_t)n_tok);
-    free(kl);
-    return 0;
-}

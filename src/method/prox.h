@@ -91,12 +91,4 @@ int peso_prox_l2(const peso_lora *l, int lo, int hi, const float *v, const float
 int peso_prox_ortho(const peso_lora *l, int lo, int hi, const float *v, const float *v_prev, double lambda,
                     float *grad, double *value, peso_err *err);
 
-/* The math of the output-KL regularizer, which the model calls with a
- * module's LoRA outputs under v_t (z) and under v_{t-1} (z_prev), both
- * [n_tok, d] row-major: *value = scale * sum_tok KL(softmax(z[tok]) ||
- * softmax(z_prev[tok])), and scale * d(sum_tok KL)/dz is ADDED into grad
- * (may be NULL). */
-int peso_prox_output_kl(const float *z, const float *z_prev, int n_tok, int d, double scale, float *grad,
-                        double *value, peso_err *err);
-
 #endif

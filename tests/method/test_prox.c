@@ -683,96 +683,6 @@ Test(prox, ortho_matches_naive_on_threaded_path)
     setup_free(&s);
 }
 
-/* ---- output-KL kernel ---- */
-
-static double naive_rows_kl(const float *z, const float *zp, int n_tok, int d)
-{
-    double *x = malloc(d * sizeof *x), *y = malloc(d * sizeof *y), s = 0;
-    for (int t = 0; t < n_tok; t++) {
-        for (int j = 0; j < d; j++) {
-            x[j] = z[t * d + j];
-            y[j] = zp[t * d + j];
-        }
-        s += naive_kl(x, y, d);
-    }
-    free(x);
-    free(y);
-    return s;
-}
-
-static void output_kl_case(int n_tok, int d, uint64_t seed, int fd)
-{
-    peso_rng rng;
-    peso_rng_seed(&rng, seed, 1);
-    size_t n = (size_t)n_tok * d;
-    float *z = malloc(n * sizeof *z), *zp = malloc(n * sizeof *zp), *g = calloc(n, sizeof *g);
-    for (size_t i = 0; i < n; i++) {
-        zp[i] = (float)(2.0 * peso_rng_normal(&rng));
-        z[i] = zp[i] + (float)(0.5 * peso_rng_normal(&rng));
-    }
-    double val;
-    peso_err err;
-    cr_assert_eq(peso_prox_output_kl(z, zp, n_tok, d, 0.4, g, &val, &err), 0, "%s", err.msg);
-    double want = 0.4 * naive_rows_kl(z, zp, n_tok, d);
-    cr_assert(rel(val, want) < 1e-10, "%d x %d: %.15g vs %.15g", n_tok, d, val, want);
-    for (int t = 0; t < n_tok && fd; t++)
-        for (int j = 0; j < d; j++) {
-            float *e = &z[(size_t)t * d + j], x = *e, xp = (float)(x + 1e-3), xm = (float)(x - 1e-3);
-            double fp, fm;
-            *e = xp;
-            cr_assert_eq(peso_prox_output_kl(z, zp, n_tok, d, 0.4, NULL, &fp, &err), 0);
-            *e = xm;
-            cr_assert_eq(peso_prox_output_kl(z, zp, n_tok, d, 0.4, NULL, &fm, &err), 0);
-            *e = x;
-            double fdv = (fp - fm) / ((double)xp - (double)xm), got = g[(size_t)t * d + j];
-            cr_assert(fabs(got - fdv) <= 1e-6 * (1 + fabs(fdv)), "token %d entry %d: %g, FD %g", t, j, got,
-                      fdv);
-        }
-    /* every row's gradient sums to zero */
-    for (int t = 0; t < n_tok; t++) {
-        double s = 0, mag = 0;
-        for (int j = 0; j < d; j++) {
-            s += g[(size_t)t * d + j];
-            mag += fabs(g[(size_t)t * d + j]);
-        }
-        cr_assert(fabs(s) <= 1e-6 * mag, "token %d: sum %g", t, s);
-    }
-    free(z);
-    free(zp);
-    free(g);
-}
-
-Test(prox, output_kl_matches_naive_and_finite_differences)
-{
-    output_kl_case(5, 7, 21, 1);
-    output_kl_case(1, 1, 22, 1); /* a single logit: KL 0, gradient 0 */
-    output_kl_case(300, 256, 23, 0);
-}
-
-Test(prox, output_kl_zero_when_equal_and_adds_into_grad)
-{
-    float z[6] = {0.5f, -1, 2, 3, 3, 3}, g[6] = {1, 2, 3, 4, 5, 6};
-    double val;
-    peso_err err;
-    cr_assert_eq(peso_prox_output_kl(z, z, 2, 3, 1.0, g, &val, &err), 0);
-    cr_assert_eq(val, 0.0);
-    for (int i = 0; i < 6; i++)
-        cr_assert_eq(g[i], (float)(i + 1));
-    cr_assert_eq(peso_prox_output_kl(z, z, 0, 3, 1.0, g, &val, &err), 0);
-    cr_assert_eq(val, 0.0);
-    /* [0, 0] vs [log 3, 0]: p = (1/2, 1/2), q = (3/4, 1/4); KL = 1/2 log(2/3) + 1/2 log 2 = 1/2 log(4/3);
-     * dKL/dz = p (log p - log q) - p KL = (1/2 log(2/3) - 1/4 log(4/3), 1/2 log 2 - 1/4 log(4/3)),
-     * times the scale 2: (-1/2 log 3, 1/2 log 3) */
-    float a[2] = {0, 0}, b[2] = {(float)log(3.0), 0}, ga[2] = {0, 0};
-    cr_assert_eq(peso_prox_output_kl(a, b, 1, 2, 2.0, ga, &val, &err), 0);
-    double q0 = (double)b[0];
-    double kl = 0.5 * log(0.5 / (exp(q0) / (exp(q0) + 1))) + 0.5 * log(0.5 / (1 / (exp(q0) + 1)));
-    cr_assert(fabs(kl - 0.5 * log(4.0 / 3.0)) < 1e-7);
-    cr_assert(fabs(val - 2 * kl) < 1e-14, "%.17g", val);
-    cr_assert(fabs(ga[0] + 0.5 * log(3.0)) < 1e-6, "%g", (double)ga[0]);
-    cr_assert(fabs(ga[1] - 0.5 * log(3.0)) < 1e-6, "%g", (double)ga[1]);
-}
-
 /* ---- sharding ---- */
 
 static peso_prox_groups sized(const size_t *sizes, int n)
@@ -930,9 +840,6 @@ Test(prox, bad_arguments_are_errors)
     cr_assert_eq(peso_prox_l2(&s.l, 0, 7, s.v, s.vp, 1.0, NULL, &val, &err), -1);
     cr_assert(strstr(err.msg, "proximal l2"), "%s", err.msg);
     cr_assert_eq(peso_prox_ortho(&s.l, -1, 2, s.v, s.vp, 1.0, NULL, &val, &err), -1);
-    cr_assert_eq(peso_prox_output_kl(s.v, s.vp, 2, 0, 1.0, NULL, &val, &err), -1);
-    cr_assert(strstr(err.msg, "d=0"), "%s", err.msg);
-    cr_assert_eq(peso_prox_output_kl(s.v, s.vp, 2, 3, INFINITY, NULL, &val, &err), -1);
     /* empty ranges are fine and add nothing */
     cr_assert_eq(peso_prox_kl(&gs, 5, 5, s.v, s.vp, 1.0, NULL, &val, &err), 0);
     cr_assert_eq(val, 0.0);
