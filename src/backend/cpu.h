@@ -52,6 +52,16 @@ int peso_cpu_adamw(peso_backend *be, float *param, const float *grad, float *m, 
 int peso_cpu_sumsq(peso_backend *be, const float *x, size_t n, double *out, peso_err *err);
 int peso_cpu_scale(peso_backend *be, float *x, size_t n, float s, peso_err *err);
 
+int peso_cpu_prox_kl(peso_backend *be, const peso_prox_groups *gs, int lo, int hi, const float *v,
+                     const float *v_prev, double lambda, float *grad, double *value,
+                     peso_err *err);
+int peso_cpu_prox_l2(peso_backend *be, const peso_prox_groups *gs, int lo, int hi, const float *v,
+                     const float *v_prev, double lambda, float *grad, double *value,
+                     peso_err *err);
+int peso_cpu_prox_ortho(peso_backend *be, const peso_prox_groups *gs, int rank, int lo, int hi,
+                        const float *v, const float *v_prev, double lambda, float *grad,
+                        double *value, peso_err *err);
+
 /* Working memory owned by be, grown on demand and kept until destroy:
  * one slice of at least per_thread floats for each of
  * omp_get_max_threads() threads, *slice floats apart (thread i uses

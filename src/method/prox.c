@@ -112,15 +112,8 @@ int peso_prox_shard(const peso_prox_groups *gs, int world, int rank, int *lo, in
     return 0;
 }
 
-static int check_call(const char *what, int lo, int hi, int n, double lambda, peso_err *err)
-{
-    if (lo < 0 || lo > hi || hi > n)
-        return peso_errf(err, "%s: range [%d, %d), expected 0 <= lo <= hi <= %d", what, lo, hi, n);
-    if (!isfinite(lambda))
-        return peso_errf(err, "%s: lambda=%g, expected a finite number", what, lambda);
-    return 0;
-}
-
+/* The softmax-KL helpers of peso_prox_output_kl below, the same as those
+ * of backend/cpu_prox.c that the parameter-space terms use. */
 static void gather(const peso_prox_group *g, const float *src, double *dst)
 {
     for (int s = 0; s < g->n_seg; s++) {
@@ -173,124 +166,6 @@ static double softmax_kl(double *x, double *y, size_t n, int grad)
         for (size_t i = 0; i < n; i++)
             x[i] = exp(x[i]) * (x[i] - y[i] - kl);
     return kl;
-}
-
-int peso_prox_kl(const peso_prox_groups *gs, int lo, int hi, const float *v, const float *v_prev,
-                 double lambda, float *grad, double *value, peso_err *err)
-{
-    if (check_call("proximal kl", lo, hi, gs->n, lambda, err) < 0)
-        return -1;
-    size_t max_n = 1, work = 0;
-    for (int i = lo; i < hi; i++) {
-        max_n = gs->g[i].numel > max_n ? gs->g[i].numel : max_n;
-        work += gs->g[i].numel;
-    }
-    /* per-group values, summed in group order after the loop */
-    double *kl = peso_malloc((size_t)(hi - lo) * sizeof *kl);
-#pragma omp parallel if (work >= PAR_MIN)
-    {
-        double *x = peso_malloc(max_n * sizeof *x), *y = peso_malloc(max_n * sizeof *y);
-#pragma omp for schedule(dynamic)
-        for (int i = lo; i < hi; i++) {
-            const peso_prox_group *g = &gs->g[i];
-            gather(g, v, x);
-            gather(g, v_prev, y);
-            kl[i - lo] = softmax_kl(x, y, g->numel, grad != NULL);
-            if (grad)
-                scatter_add(g, x, lambda, grad);
-        }
-        free(x);
-        free(y);
-    }
-    *value = lambda * sum_in_order(kl, (size_t)(hi - lo));
-    free(kl);
-    return 0;
-}
-
-static double group_l2(const peso_prox_group *g, const float *v, const float *v_prev, double lambda,
-                       float *grad)
-{
-    double s = 0.0;
-    for (int k = 0; k < g->n_seg; k++) {
-        const peso_prox_seg *sg = &g->seg[k];
-        for (size_t i = 0, j = sg->off; i < sg->n; i++, j += sg->stride) {
-            double d = (double)v[j] - (double)v_prev[j];
-            s += d * d;
-            if (grad)
-                grad[j] += (float)(lambda * d);
-        }
-    }
-    return 0.5 * s;
-}
-
-int peso_prox_l2(const peso_lora *l, int lo, int hi, const float *v, const float *v_prev, double lambda,
-                 float *grad, double *value, peso_err *err)
-{
-    if (check_call("proximal l2", lo, hi, l->n_modules, lambda, err) < 0)
-        return -1;
-    size_t work = 0;
-    for (int i = lo; i < hi; i++)
-        work += module_group(l, i).numel;
-    double *sq = peso_malloc((size_t)(hi - lo) * sizeof *sq);
-#pragma omp parallel for schedule(dynamic) if (work >= PAR_MIN)
-    for (int i = lo; i < hi; i++) {
-        peso_prox_group g = module_group(l, i);
-        sq[i - lo] = group_l2(&g, v, v_prev, lambda, grad);
-    }
-    *value = lambda * sum_in_order(sq, (size_t)(hi - lo));
-    free(sq);
-    return 0;
-}
-
-/* ||A A_prev^T||_F^2 of one module, with M = A A_prev^T [r, r] left in mm;
- * with grad set, adds 2 lambda M A_prev to A's gradient. */
-static double module_ortho(const peso_lora_module *m, size_t r, const float *v, const float *v_prev,
-                           double lambda, float *grad, double *mm)
-{
-    size_t in = (size_t)m->in;
-    const float *a = v + m->a_off, *ap = v_prev + m->a_off;
-    double s = 0.0;
-    for (size_t i = 0; i < r; i++)
-        for (size_t j = 0; j < r; j++) {
-            double d = 0.0;
-            for (size_t c = 0; c < in; c++)
-                d += (double)a[i * in + c] * (double)ap[j * in + c];
-            mm[i * r + j] = d;
-            s += d * d;
-        }
-    if (!grad)
-        return s;
-    float *ga = grad + m->a_off;
-    for (size_t i = 0; i < r; i++)
-        for (size_t c = 0; c < in; c++) {
-            double d = 0.0;
-            for (size_t j = 0; j < r; j++)
-                d += mm[i * r + j] * (double)ap[j * in + c];
-            ga[i * in + c] += (float)(2.0 * lambda * d);
-        }
-    return s;
-}
-
-int peso_prox_ortho(const peso_lora *l, int lo, int hi, const float *v, const float *v_prev, double lambda,
-                    float *grad, double *value, peso_err *err)
-{
-    if (check_call("proximal ortho", lo, hi, l->n_modules, lambda, err) < 0)
-        return -1;
-    size_t r = l->n_modules > 0 ? (size_t)l->conf.rank : 1, work = 0;
-    for (int i = lo; i < hi; i++)
-        work += r * r * (size_t)l->mods[i].in;
-    double *fro = peso_malloc((size_t)(hi - lo) * sizeof *fro);
-#pragma omp parallel if (work >= PAR_MIN)
-    {
-        double *mm = peso_malloc(r * r * sizeof *mm);
-#pragma omp for schedule(dynamic)
-        for (int i = lo; i < hi; i++)
-            fro[i - lo] = module_ortho(&l->mods[i], r, v, v_prev, lambda, grad, mm);
-        free(mm);
-    }
-    *value = lambda * sum_in_order(fro, (size_t)(hi - lo));
-    free(fro);
-    return 0;
 }
 
 int peso_prox_output_kl(const float *z, const float *z_prev, int n_tok, int d, double scale, float *grad,
