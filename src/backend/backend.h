@@ -88,6 +88,44 @@ typedef struct peso_adamw {
     long step;
 } peso_adamw;
 
+/* Groups of the proximal terms (DESIGN.md "Continual methods") over the
+ * flat float32 LoRA buffers (lora/lora.h), built by the method side
+ * (method/prox.h: peso_prox_groups_build) and read by the backend as host
+ * descriptors. The groups partition the A and B entries of the adapted
+ * modules, so that a range [lo, hi) of groups is a train rank's share. */
+
+/* Which coordinates share one softmax in the KL term (paper, Section 4.2
+ * and its Table 5 ablation). */
+typedef enum peso_prox_grouping {
+    PESO_PROX_MODULE = 0, /* one adapted module: all of A and B together */
+    PESO_PROX_MATRIX,     /* A and B of a module separately */
+    PESO_PROX_RANK,       /* per rank k: row k of A with column k of B */
+    PESO_PROX_NGROUPING
+} peso_prox_grouping;
+
+/* n floats at off, off + stride, off + 2 stride, ... */
+typedef struct peso_prox_seg {
+    size_t off, n, stride;
+} peso_prox_seg;
+
+/* One group: the concatenation of its segments. Under PESO_PROX_MODULE
+ * seg[0] is the module's A [rank, in] and seg[1] its B [out, rank], both
+ * contiguous (stride 1). */
+typedef struct peso_prox_group {
+    int module; /* index of the adapted module (peso_lora.mods) */
+    int n_seg;  /* 1 or 2 */
+    peso_prox_seg seg[2];
+    size_t numel;
+} peso_prox_group;
+
+/* Groups in module order; within a module: A before B (matrix), rank 0
+ * first (rank). */
+typedef struct peso_prox_groups {
+    peso_prox_grouping how;
+    int n;
+    peso_prox_group *g;
+} peso_prox_groups;
+
 typedef struct peso_backend peso_backend;
 
 struct peso_backend {
@@ -188,6 +226,38 @@ struct peso_backend {
     int (*sumsq)(peso_backend *be, const float *x, size_t n, double *out, peso_err *err);
     /* x *= s. */
     int (*scale)(peso_backend *be, float *x, size_t n, float s, peso_err *err);
+
+    /* ---- proximal terms of the continual methods ---- */
+    /* v are the trained LoRA parameters v_t, v_prev the frozen previous
+     * adapter v_{t-1}, grad the gradient buffer, all flat (lora/lora.h)
+     * and of the same length. Every term covers groups [lo, hi) of gs
+     * (0 <= lo <= hi <= gs->n; a train rank's share, method/prox.h
+     * peso_prox_shard), writes its value, lambda included, into *value
+     * (host, double) and ADDS lambda * d(term)/dv into grad (NULL: value
+     * only). lambda must be finite. Values are accumulated in double in
+     * group order, whatever the number of threads; since the groups
+     * partition the entries, the shares of the ranks sum to the whole
+     * term (values up to rounding, gradients exactly).
+     * prox_kl: lambda * sum_g KL(softmax(v^(g)) || softmax(v_prev^(g)))
+     * (PESO) under any grouping; softmaxes max-subtracted; per group, with
+     * p = softmax(v^(g)), q = softmax(v_prev^(g)): dKL/dv^(g) = p (log p -
+     * log q) - p KL. */
+    int (*prox_kl)(peso_backend *be, const peso_prox_groups *gs, int lo, int hi, const float *v,
+                   const float *v_prev, double lambda, float *grad, double *value, peso_err *err);
+    /* prox_l2: lambda/2 * ||v - v_prev||^2 over the entries of groups
+     * [lo, hi), any grouping (the l2 method passes PESO_PROX_MODULE, so
+     * that its ranks share out by module); gradient lambda (v - v_prev). */
+    int (*prox_l2)(peso_backend *be, const peso_prox_groups *gs, int lo, int hi, const float *v,
+                   const float *v_prev, double lambda, float *grad, double *value, peso_err *err);
+    /* prox_ortho: lambda * sum_modules ||A A_prev^T||_F^2 (O-LoRA) over
+     * modules [lo, hi). gs must be the PESO_PROX_MODULE groups: a module's
+     * A [rank, in] is its seg[0] (off = A's offset, n = rank * in, stride
+     * 1), so the descriptor is the same the other terms take, plus the
+     * LoRA rank. Gradient w.r.t. A: 2 lambda (A A_prev^T) A_prev; none for
+     * B. */
+    int (*prox_ortho)(peso_backend *be, const peso_prox_groups *gs, int rank, int lo, int hi,
+                      const float *v, const float *v_prev, double lambda, float *grad,
+                      double *value, peso_err *err);
 
     /* ---- row softmax-KL (output-KL) ---- */
     /* Over a right-padded batch of B rows of T positions: z and z_prev

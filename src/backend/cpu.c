@@ -111,6 +111,9 @@ peso_backend *peso_backend_cpu_create(peso_err *err)
     be->adamw = peso_cpu_adamw;
     be->sumsq = peso_cpu_sumsq;
     be->scale = peso_cpu_scale;
+    be->prox_kl = peso_cpu_prox_kl;
+    be->prox_l2 = peso_cpu_prox_l2;
+    be->prox_ortho = peso_cpu_prox_ortho;
     be->row_kl = peso_cpu_row_kl;
     return be;
 }

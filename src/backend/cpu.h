@@ -52,6 +52,15 @@ int peso_cpu_adamw(peso_backend *be, float *param, const float *grad, float *m, 
 int peso_cpu_sumsq(peso_backend *be, const float *x, size_t n, double *out, peso_err *err);
 int peso_cpu_scale(peso_backend *be, float *x, size_t n, float s, peso_err *err);
 
+int peso_cpu_prox_kl(peso_backend *be, const peso_prox_groups *gs, int lo, int hi, const float *v,
+                     const float *v_prev, double lambda, float *grad, double *value,
+                     peso_err *err);
+int peso_cpu_prox_l2(peso_backend *be, const peso_prox_groups *gs, int lo, int hi, const float *v,
+                     const float *v_prev, double lambda, float *grad, double *value,
+                     peso_err *err);
+int peso_cpu_prox_ortho(peso_backend *be, const peso_prox_groups *gs, int rank, int lo, int hi,
+                        const float *v, const float *v_prev, double lambda, float *grad,
+                        double *value, peso_err *err);
 int peso_cpu_row_kl(peso_backend *be, const float *z, const float *z_prev, const int32_t *lens,
                     int B, int T, int d, double scale, float *dz, double *value, peso_err *err);
 
@@ -66,6 +75,11 @@ float *peso_cpu_scratch(peso_backend *be, size_t per_thread, size_t *slice);
 /* Work (in elements touched) below which starting threads costs more
  * than it saves: small calls run on the calling thread. */
 #define PESO_CPU_PAR_MIN 32768
+
+/* KL(softmax(x) || softmax(y)) over n >= 1 entries in double, softmaxes
+ * max-subtracted. x and y are overwritten; with grad set, x holds dKL/dx =
+ * p (log p - log q) - p KL on return (prox_kl and row_kl share it). */
+double peso_cpu_softmax_kl(double *x, double *y, size_t n, int grad);
 
 /* Row r of a table as float32 (cpu tables are f32 only). */
 static inline const float *peso_cpu_table_row(const peso_table *t, int r)

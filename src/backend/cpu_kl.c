@@ -22,9 +22,7 @@ static void log_softmax(double *x, size_t n)
         x[i] -= c;
 }
 
-/* KL(softmax(x) || softmax(y)) over n entries. x and y are overwritten;
- * with grad set, x holds dKL/dx = p (log p - log q) - p KL on return. */
-static double softmax_kl(double *x, double *y, size_t n, int grad)
+double peso_cpu_softmax_kl(double *x, double *y, size_t n, int grad)
 {
     log_softmax(x, n);
     log_softmax(y, n);
@@ -80,7 +78,7 @@ int peso_cpu_row_kl(peso_backend *be, const float *z, const float *z_prev, const
                 x[i] = zr[i];
                 y[i] = yr[i];
             }
-            kl[p] = softmax_kl(x, y, nd, g != NULL);
+            kl[p] = peso_cpu_softmax_kl(x, y, nd, g != NULL);
             if (g)
                 for (size_t i = 0; i < nd; i++)
                     g[i] = (float)(scale * x[i]);

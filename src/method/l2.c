@@ -11,8 +11,8 @@ static int begin(peso_method_stage *s, float *params, peso_err *err)
 static int prox(peso_method_stage *s, double *value, peso_err *err)
 {
     const peso_proximal *p = s->priv;
-    return peso_prox_l2(&s->m->lora, p->lo, p->hi, s->m->params, s->prev, s->c->method.lambda, s->m->grads,
-                        value, err);
+    return s->m->be->prox_l2(s->m->be, &p->groups, p->lo, p->hi, s->m->params, s->prev, s->c->method.lambda,
+                             s->m->grads, value, err);
 }
 
 const peso_method peso_method_l2 = {

@@ -1,6 +1,7 @@
 /* The stage side of the parameter-space proximal terms (peso, l2,
- * ortho; the math is prox.h): the groups of the term and this train
- * rank's share of them, kept as the method's state. */
+ * ortho; the math is the backend's prox_kl, prox_l2 and prox_ortho, the
+ * groups are prox.h's): the groups of the term and this train rank's
+ * share of them, kept as the method's state. */
 #ifndef PESO_METHOD_PROXIMAL_H
 #define PESO_METHOD_PROXIMAL_H
 

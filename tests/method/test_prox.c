@@ -1,4 +1,5 @@
-/* Proximal terms of the continual methods: values against naive double
+/* Proximal terms of the continual methods (the backend entries prox_kl,
+ * prox_l2, prox_ortho, and output KL): values against naive double
  * computations written here, gradients against central finite
  * differences, the closed forms of the paper (Propositions 3 and 5), group
  * layouts counted by hand, and sharding over 1..4 ranks. */
@@ -8,9 +9,82 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/bt.h"
 #include "common/rng.h"
 #include "lora/lora.h"
 #include "method/prox.h"
+
+/* The three parameter-space terms are backend entries (backend.h,
+ * "proximal terms"); they are reached through the table of bt_backend(),
+ * so that PESO_TEST_BACKEND=<name> runs these tests against any backend.
+ * The groups, the sharding and the output-KL math are the method side's,
+ * called directly. */
+static peso_backend *be;
+
+static void open_backend(void)
+{
+    be = bt_backend();
+}
+
+static void close_backend(void)
+{
+    peso_backend_destroy(be);
+    be = NULL;
+}
+
+TestSuite(prox, .init = open_backend, .fini = close_backend);
+
+enum term_op { OP_KL, OP_L2, OP_ORTHO };
+
+/* One call of a term on device copies of v, v_prev and grad (n floats
+ * each); grad is copied back. */
+static int dev_term(enum term_op op, const peso_prox_groups *gs, int rank, int lo, int hi, const float *v,
+                    const float *vp, size_t n, double lambda, float *grad, double *value, peso_err *err)
+{
+    size_t bytes = n * sizeof(float);
+    float *dv = bt_dev(be, v, bytes), *dvp = bt_dev(be, vp, bytes),
+          *dg = grad ? bt_dev(be, grad, bytes) : NULL;
+    int rc = op == OP_KL   ? be->prox_kl(be, gs, lo, hi, dv, dvp, lambda, dg, value, err)
+             : op == OP_L2 ? be->prox_l2(be, gs, lo, hi, dv, dvp, lambda, dg, value, err)
+                           : be->prox_ortho(be, gs, rank, lo, hi, dv, dvp, lambda, dg, value, err);
+    if (grad)
+        bt_get(be, grad, dg, bytes);
+    be->free(be, dv);
+    be->free(be, dvp);
+    if (dg)
+        be->free(be, dg);
+    return rc;
+}
+
+static int dev_kl(const peso_prox_groups *gs, int lo, int hi, const float *v, const float *vp, size_t n,
+                  double lambda, float *grad, double *value, peso_err *err)
+{
+    return dev_term(OP_KL, gs, 0, lo, hi, v, vp, n, lambda, grad, value, err);
+}
+
+/* l2 and ortho over the module groups of l, as the l2 and ortho methods
+ * call them. */
+static int dev_modules(enum term_op op, const peso_lora *l, int lo, int hi, const float *v, const float *vp,
+                       size_t n, double lambda, float *grad, double *value, peso_err *err)
+{
+    peso_prox_groups gs;
+    cr_assert_eq(peso_prox_groups_build(&gs, l, PESO_PROX_MODULE, err), 0, "%s", err->msg);
+    int rc = dev_term(op, &gs, l->conf.rank, lo, hi, v, vp, n, lambda, grad, value, err);
+    peso_prox_groups_free(&gs);
+    return rc;
+}
+
+static int dev_l2(const peso_lora *l, int lo, int hi, const float *v, const float *vp, size_t n,
+                  double lambda, float *grad, double *value, peso_err *err)
+{
+    return dev_modules(OP_L2, l, lo, hi, v, vp, n, lambda, grad, value, err);
+}
+
+static int dev_ortho(const peso_lora *l, int lo, int hi, const float *v, const float *vp, size_t n,
+                     double lambda, float *grad, double *value, peso_err *err)
+{
+    return dev_modules(OP_ORTHO, l, lo, hi, v, vp, n, lambda, grad, value, err);
+}
 
 /* A tiny Llama: q 8 -> 8, v 8 -> 4, down 12 -> 8, two layers, rank 2. */
 static peso_llama_config tiny_model(void)
@@ -27,7 +101,7 @@ static peso_llama_config tiny_model(void)
 }
 
 /* Hidden 128, three layers: with all seven projections at rank 8 the
- * terms are over the threading threshold of prox.c (49152 entries), so
+ * terms are over the threading threshold of cpu_prox.c (49152 entries), so
  * the OpenMP path runs. */
 static peso_llama_config wide_model(void)
 {
@@ -175,7 +249,7 @@ typedef struct term {
     const char *name;
     const setup *s;
     const peso_prox_groups *gs; /* kl; NULL for l2 and ortho (modules) */
-    int (*fn)(const peso_lora *, int, int, const float *, const float *, double, float *, double *,
+    int (*fn)(const peso_lora *, int, int, const float *, const float *, size_t, double, float *, double *,
               peso_err *);
 } term;
 
@@ -183,8 +257,8 @@ static double term_eval(const term *t, int lo, int hi, const float *v, double la
 {
     peso_err err;
     double val = NAN;
-    int rc = t->gs ? peso_prox_kl(t->gs, lo, hi, v, t->s->vp, lambda, grad, &val, &err)
-                   : t->fn(&t->s->l, lo, hi, v, t->s->vp, lambda, grad, &val, &err);
+    int rc = t->gs ? dev_kl(t->gs, lo, hi, v, t->s->vp, t->s->f.numel, lambda, grad, &val, &err)
+                   : t->fn(&t->s->l, lo, hi, v, t->s->vp, t->s->f.numel, lambda, grad, &val, &err);
     cr_assert_eq(rc, 0, "%s: %s", t->name, err.msg);
     return val;
 }
@@ -223,18 +297,6 @@ static void check_fd(const term *t, double lambda, double h, double tol)
     }
     free(g);
     free(v);
-}
-
-static int l2_fn(const peso_lora *l, int lo, int hi, const float *v, const float *vp, double lambda, float *g,
-                 double *val, peso_err *err)
-{
-    return peso_prox_l2(l, lo, hi, v, vp, lambda, g, val, err);
-}
-
-static int ortho_fn(const peso_lora *l, int lo, int hi, const float *v, const float *vp, double lambda,
-                    float *g, double *val, peso_err *err)
-{
-    return peso_prox_ortho(l, lo, hi, v, vp, lambda, g, val, err);
 }
 
 static double rel(double a, double b)
@@ -329,14 +391,14 @@ static void check_kl_naive(const setup *s, double tol)
         for (int i = 0; i < gs.n; i++) {
             double want = naive_group_kl(&ref[i], s->v, s->vp), got;
             total += want;
-            cr_assert_eq(peso_prox_kl(&gs, i, i + 1, s->v, s->vp, lambda, NULL, &got, &err), 0);
+            cr_assert_eq(dev_kl(&gs, i, i + 1, s->v, s->vp, s->f.numel, lambda, NULL, &got, &err), 0);
             cr_assert(rel(got, lambda * want) < tol, "grouping %d group %d: %.15g, naive %.15g", how, i, got,
                       lambda * want);
         }
         /* the gradient as the formula p (log p - log q) - p KL, computed naively */
         float *g = calloc(s->f.numel, sizeof *g);
         double got;
-        cr_assert_eq(peso_prox_kl(&gs, 0, gs.n, s->v, s->vp, lambda, g, &got, &err), 0);
+        cr_assert_eq(dev_kl(&gs, 0, gs.n, s->v, s->vp, s->f.numel, lambda, g, &got, &err), 0);
         cr_assert(rel(got, lambda * total) < tol, "grouping %d: %.15g, naive %.15g", how, got,
                   lambda * total);
         for (int i = 0; i < nr; i++) {
@@ -402,7 +464,7 @@ Test(prox, kl_zero_at_previous_adapter)
         cr_assert_eq(peso_prox_groups_build(&gs, &s.l, (peso_prox_grouping)how, &err), 0);
         float *g = calloc(s.f.numel, sizeof *g);
         double val = -1;
-        cr_assert_eq(peso_prox_kl(&gs, 0, gs.n, s.vp, s.vp, 3.0, g, &val, &err), 0);
+        cr_assert_eq(dev_kl(&gs, 0, gs.n, s.vp, s.vp, s.f.numel, 3.0, g, &val, &err), 0);
         cr_assert_eq(val, 0.0);
         for (size_t j = 0; j < s.f.numel; j++)
             cr_assert_eq(g[j], 0.0f, "entry %zu", j);
@@ -429,7 +491,7 @@ Test(prox, kl_shift_invariant_and_gradient_sums_to_zero)
         for (size_t j = 0; j < s.f.numel; j++)
             s.v[j] = (float)(round(s.v[j] * 1024.0) / 1024.0);
         double base, shifted;
-        cr_assert_eq(peso_prox_kl(&gs, 0, gs.n, s.v, s.vp, 1.0, NULL, &base, &err), 0);
+        cr_assert_eq(dev_kl(&gs, 0, gs.n, s.v, s.vp, s.f.numel, 1.0, NULL, &base, &err), 0);
         float *v = malloc(s.f.numel * sizeof *v), *vp = malloc(s.f.numel * sizeof *vp);
         memcpy(v, s.v, s.f.numel * sizeof *v);
         memcpy(vp, s.vp, s.f.numel * sizeof *vp);
@@ -439,13 +501,13 @@ Test(prox, kl_shift_invariant_and_gradient_sums_to_zero)
         for (int i = 1; i < nr; i += 3)
             for (size_t j = 0; j < ref[i].n; j++)
                 vp[ref[i].idx[j]] -= 2.0f;
-        cr_assert_eq(peso_prox_kl(&gs, 0, gs.n, v, vp, 1.0, NULL, &shifted, &err), 0);
+        cr_assert_eq(dev_kl(&gs, 0, gs.n, v, vp, s.f.numel, 1.0, NULL, &shifted, &err), 0);
         cr_assert(rel(shifted, base) < 1e-12, "grouping %d: %.17g after shifts, %.17g before", how, shifted,
                   base);
         cr_assert(base > 1e-3, "the KL under test is not trivially zero: %g", base);
 
         float *g = calloc(s.f.numel, sizeof *g);
-        cr_assert_eq(peso_prox_kl(&gs, 0, gs.n, s.v, s.vp, 1.0, g, &base, &err), 0);
+        cr_assert_eq(dev_kl(&gs, 0, gs.n, s.v, s.vp, s.f.numel, 1.0, g, &base, &err), 0);
         for (int i = 0; i < nr; i++) {
             double sum = 0, mag = 0;
             for (size_t j = 0; j < ref[i].n; j++) {
@@ -501,7 +563,7 @@ Test(prox, kl_is_locally_the_quadratic_form)
                 quad += 0.5 * (sq - mu * mu); /* d^T (diag(p) - p p^T) d = sum p d^2 - (sum p d)^2 */
             }
             double kl;
-            cr_assert_eq(peso_prox_kl(&gs, 0, gs.n, v, s.vp, 1.0, NULL, &kl, &err), 0);
+            cr_assert_eq(dev_kl(&gs, 0, gs.n, v, s.vp, s.f.numel, 1.0, NULL, &kl, &err), 0);
             dev[k] = fabs(kl / quad - 1.0);
         }
         cr_assert(dev[0] < 0.5, "grouping %d: ratio off by %g at scale 0.1", how, dev[0]);
@@ -535,8 +597,8 @@ Test(prox, kl_stable_for_large_entries)
     }
     double small_val, big_val;
     float *g = calloc(s.f.numel, sizeof *g), *gb = calloc(s.f.numel, sizeof *gb);
-    cr_assert_eq(peso_prox_kl(&gs, 0, gs.n, s.v, s.vp, 1.0, g, &small_val, &err), 0);
-    cr_assert_eq(peso_prox_kl(&gs, 0, gs.n, big, bigp, 1.0, gb, &big_val, &err), 0);
+    cr_assert_eq(dev_kl(&gs, 0, gs.n, s.v, s.vp, s.f.numel, 1.0, g, &small_val, &err), 0);
+    cr_assert_eq(dev_kl(&gs, 0, gs.n, big, bigp, s.f.numel, 1.0, gb, &big_val, &err), 0);
     cr_assert(isfinite(big_val) && rel(big_val, small_val) < 1e-12, "%.17g vs %.17g", big_val, small_val);
     for (size_t j = 0; j < s.f.numel; j++)
         cr_assert(fabs(gb[j] - g[j]) <= 1e-6 * fabs(g[j]) + 1e-12, "entry %zu", j);
@@ -566,7 +628,7 @@ Test(prox, l2_closed_form)
     }
     float *g = calloc(s.f.numel, sizeof *g);
     double val;
-    cr_assert_eq(peso_prox_l2(&s.l, 0, s.l.n_modules, s.v, s.vp, 3.0, g, &val, &err), 0);
+    cr_assert_eq(dev_l2(&s.l, 0, s.l.n_modules, s.v, s.vp, s.f.numel, 3.0, g, &val, &err), 0);
     cr_assert(fabs(val - 3.0 / 2.0 * 0.25 * 64) < 1e-12, "%.17g", val);
     size_t n_half = 0;
     for (size_t j = 0; j < s.f.numel; j++) {
@@ -575,7 +637,7 @@ Test(prox, l2_closed_form)
     }
     cr_assert_eq(n_half, 64);
     /* only modules [2, 3): 40 entries */
-    cr_assert_eq(peso_prox_l2(&s.l, 2, 3, s.v, s.vp, 3.0, NULL, &val, &err), 0);
+    cr_assert_eq(dev_l2(&s.l, 2, 3, s.v, s.vp, s.f.numel, 3.0, NULL, &val, &err), 0);
     cr_assert(fabs(val - 1.5 * 0.25 * 40) < 1e-12, "%.17g", val);
     free(g);
     setup_free(&s);
@@ -594,9 +656,9 @@ Test(prox, l2_matches_naive_and_finite_differences)
         for (size_t j = 0; j < (size_t)2 * m->out; j++)
             want += pow((double)s.v[m->b_off + j] - s.vp[m->b_off + j], 2);
     }
-    cr_assert_eq(peso_prox_l2(&s.l, 0, s.l.n_modules, s.v, s.vp, 0.3, NULL, &val, &err), 0);
+    cr_assert_eq(dev_l2(&s.l, 0, s.l.n_modules, s.v, s.vp, s.f.numel, 0.3, NULL, &val, &err), 0);
     cr_assert(rel(val, 0.15 * want) < 1e-13, "%.17g vs %.17g", val, 0.15 * want);
-    term t = {"l2", &s, NULL, l2_fn};
+    term t = {"l2", &s, NULL, dev_l2};
     check_fd(&t, 0.3, 1e-2, 1e-6);
     setup_free(&s);
 }
@@ -615,7 +677,7 @@ Test(prox, ortho_hand_computed_2x2)
     float g[6] = {0, 0, 0, 0, 0.25f, 0};
     double val;
     peso_err err;
-    cr_assert_eq(peso_prox_ortho(&l, 0, 1, v, vp, 0.5, g, &val, &err), 0, "%s", err.msg);
+    cr_assert_eq(dev_ortho(&l, 0, 1, v, vp, 6, 0.5, g, &val, &err), 0, "%s", err.msg);
     cr_assert_eq(val, 34.0);
     float want[6] = {4, 3, 10, 7, 0.25f, 0}; /* 2 * 0.5 * M A_prev; B's gradient untouched */
     for (int i = 0; i < 6; i++)
@@ -639,9 +701,9 @@ Test(prox, ortho_matches_naive_and_finite_differences)
                 want += d * d;
             }
     }
-    cr_assert_eq(peso_prox_ortho(&s.l, 0, s.l.n_modules, s.v, s.vp, 0.7, NULL, &val, &err), 0);
+    cr_assert_eq(dev_ortho(&s.l, 0, s.l.n_modules, s.v, s.vp, s.f.numel, 0.7, NULL, &val, &err), 0);
     cr_assert(rel(val, 0.7 * want) < 1e-12, "%.17g vs %.17g", val, 0.7 * want);
-    term t = {"ortho", &s, NULL, ortho_fn};
+    term t = {"ortho", &s, NULL, dev_ortho};
     check_fd(&t, 0.7, 1e-2, 1e-5);
     setup_free(&s);
 }
@@ -655,7 +717,7 @@ Test(prox, ortho_matches_naive_on_threaded_path)
     int r = s.l.conf.rank;
     double want = 0, val;
     float *g = calloc(s.f.numel, sizeof *g);
-    cr_assert_eq(peso_prox_ortho(&s.l, 0, s.l.n_modules, s.v, s.vp, 0.7, g, &val, &err), 0);
+    cr_assert_eq(dev_ortho(&s.l, 0, s.l.n_modules, s.v, s.vp, s.f.numel, 0.7, g, &val, &err), 0);
     for (int mi = 0; mi < s.l.n_modules; mi++) {
         const peso_lora_module *m = &s.l.mods[mi];
         double mm[64];
@@ -784,7 +846,7 @@ Test(prox, sharded_sum_equals_unsharded)
         check_sharded(&t, &gs);
         peso_prox_groups_free(&gs);
     }
-    term l2 = {"l2", &s, NULL, l2_fn}, ortho = {"ortho", &s, NULL, ortho_fn};
+    term l2 = {"l2", &s, NULL, dev_l2}, ortho = {"ortho", &s, NULL, dev_ortho};
     check_sharded(&l2, &by_module);
     check_sharded(&ortho, &by_module);
     peso_prox_groups_free(&by_module);
@@ -807,9 +869,9 @@ Test(prox, same_bits_for_any_thread_count)
     int saved = omp_get_max_threads();
     for (int k = 0; k < 2; k++) {
         omp_set_num_threads(k == 0 ? 1 : 4);
-        cr_assert_eq(peso_prox_kl(&gs, 0, gs.n, s.v, s.vp, 1.3, g[k], &val[k][0], &err), 0);
-        cr_assert_eq(peso_prox_ortho(&s.l, 0, s.l.n_modules, s.v, s.vp, 0.2, g[k], &val[k][1], &err), 0);
-        cr_assert_eq(peso_prox_l2(&s.l, 0, s.l.n_modules, s.v, s.vp, 0.5, g[k], &val[k][2], &err), 0);
+        cr_assert_eq(dev_kl(&gs, 0, gs.n, s.v, s.vp, s.f.numel, 1.3, g[k], &val[k][0], &err), 0);
+        cr_assert_eq(dev_ortho(&s.l, 0, s.l.n_modules, s.v, s.vp, s.f.numel, 0.2, g[k], &val[k][1], &err), 0);
+        cr_assert_eq(dev_l2(&s.l, 0, s.l.n_modules, s.v, s.vp, s.f.numel, 0.5, g[k], &val[k][2], &err), 0);
     }
     omp_set_num_threads(saved);
     for (int t = 0; t < 3; t++)
@@ -832,17 +894,85 @@ Test(prox, bad_arguments_are_errors)
     double val;
     cr_assert_eq(peso_prox_groups_build(&gs, &s.l, PESO_PROX_NGROUPING, &err), -1);
     cr_assert_eq(peso_prox_groups_build(&gs, &s.l, PESO_PROX_RANK, &err), 0);
-    cr_assert_eq(peso_prox_kl(&gs, 3, 13, s.v, s.vp, 1.0, NULL, &val, &err), -1);
+    cr_assert_eq(dev_kl(&gs, 3, 13, s.v, s.vp, s.f.numel, 1.0, NULL, &val, &err), -1);
     cr_assert(strstr(err.msg, "[3, 13)") && strstr(err.msg, "<= 12"), "%s", err.msg);
-    cr_assert_eq(peso_prox_kl(&gs, 2, 1, s.v, s.vp, 1.0, NULL, &val, &err), -1);
-    cr_assert_eq(peso_prox_kl(&gs, 0, 1, s.v, s.vp, NAN, NULL, &val, &err), -1);
+    cr_assert_eq(dev_kl(&gs, 2, 1, s.v, s.vp, s.f.numel, 1.0, NULL, &val, &err), -1);
+    cr_assert_eq(dev_kl(&gs, 0, 1, s.v, s.vp, s.f.numel, NAN, NULL, &val, &err), -1);
     cr_assert(strstr(err.msg, "lambda"), "%s", err.msg);
-    cr_assert_eq(peso_prox_l2(&s.l, 0, 7, s.v, s.vp, 1.0, NULL, &val, &err), -1);
-    cr_assert(strstr(err.msg, "proximal l2"), "%s", err.msg);
-    cr_assert_eq(peso_prox_ortho(&s.l, -1, 2, s.v, s.vp, 1.0, NULL, &val, &err), -1);
+    cr_assert_eq(dev_l2(&s.l, 0, 7, s.v, s.vp, s.f.numel, 1.0, NULL, &val, &err), -1);
+    cr_assert(strstr(err.msg, "prox_l2"), "%s", err.msg);
+    cr_assert_eq(dev_ortho(&s.l, -1, 2, s.v, s.vp, s.f.numel, 1.0, NULL, &val, &err), -1);
     /* empty ranges are fine and add nothing */
-    cr_assert_eq(peso_prox_kl(&gs, 5, 5, s.v, s.vp, 1.0, NULL, &val, &err), 0);
+    cr_assert_eq(dev_kl(&gs, 5, 5, s.v, s.vp, s.f.numel, 1.0, NULL, &val, &err), 0);
     cr_assert_eq(val, 0.0);
+    peso_prox_groups_free(&gs);
+    setup_free(&s);
+}
+
+/* The backend entries' own checks: each error names the entry and the
+ * argument, and nothing is written (value nor gradient) on an error. */
+Test(prox, backend_entries_check_their_arguments)
+{
+    setup s;
+    tiny_setup(&s, 41);
+    peso_err err;
+    peso_prox_groups gs, mod;
+    cr_assert_eq(peso_prox_groups_build(&gs, &s.l, PESO_PROX_RANK, &err), 0);
+    cr_assert_eq(peso_prox_groups_build(&mod, &s.l, PESO_PROX_MODULE, &err), 0);
+    size_t n = s.f.numel;
+    float *g = calloc(n, sizeof *g);
+    for (size_t j = 0; j < n; j++)
+        g[j] = 0.5f;
+    double val = 42.0;
+    int r = s.l.conf.rank;
+    struct {
+        enum term_op op;
+        const char *name;
+    } ops[3] = {{OP_KL, "prox_kl"}, {OP_L2, "prox_l2"}, {OP_ORTHO, "prox_ortho"}};
+    for (int k = 0; k < 3; k++) {
+        const char *name = ops[k].name;
+        cr_assert_eq(dev_term(ops[k].op, NULL, r, 0, 0, s.v, s.vp, n, 1.0, g, &val, &err), -1);
+        cr_assert(strstr(err.msg, name) && strstr(err.msg, "gs"), "%s", err.msg);
+        cr_assert_eq(dev_term(ops[k].op, &mod, r, 0, 1, s.v, s.vp, n, 1.0, g, NULL, &err), -1);
+        cr_assert(strstr(err.msg, name) && strstr(err.msg, "value"), "%s", err.msg);
+        cr_assert_eq(dev_term(ops[k].op, &mod, r, 0, 7, s.v, s.vp, n, 1.0, g, &val, &err), -1);
+        cr_assert(strstr(err.msg, name) && strstr(err.msg, "[0, 7)") && strstr(err.msg, "<= 6"), "%s",
+                  err.msg);
+        cr_assert_eq(dev_term(ops[k].op, &mod, r, -1, 2, s.v, s.vp, n, 1.0, g, &val, &err), -1);
+        cr_assert(strstr(err.msg, "[-1, 2)"), "%s", err.msg);
+        cr_assert_eq(dev_term(ops[k].op, &mod, r, 0, 2, s.v, s.vp, n, INFINITY, g, &val, &err), -1);
+        cr_assert(strstr(err.msg, name) && strstr(err.msg, "lambda=inf"), "%s", err.msg);
+        /* a malformed group inside the range: 3 segments, then a numel that is not its segments' */
+        mod.g[1].n_seg = 3;
+        cr_assert_eq(dev_term(ops[k].op, &mod, r, 0, 2, s.v, s.vp, n, 1.0, g, &val, &err), -1);
+        cr_assert(strstr(err.msg, name) && strstr(err.msg, "group 1 has n_seg=3"), "%s", err.msg);
+        mod.g[1].n_seg = 2;
+        mod.g[1].numel++;
+        cr_assert_eq(dev_term(ops[k].op, &mod, r, 0, 2, s.v, s.vp, n, 1.0, g, &val, &err), -1);
+        cr_assert(strstr(err.msg, name) && strstr(err.msg, "group 1 has numel=25"), "%s", err.msg);
+        /* outside the range it is not read */
+        cr_assert_eq(dev_term(ops[k].op, &mod, r, 2, 4, s.v, s.vp, n, 1.0, NULL, &val, &err), 0, "%s",
+                     err.msg);
+        mod.g[1].numel--;
+        val = 42.0;
+    }
+    /* ortho takes the module groups, a rank >= 1, and A blocks of rank rows */
+    cr_assert_eq(dev_term(OP_ORTHO, &gs, r, 0, 1, s.v, s.vp, n, 1.0, g, &val, &err), -1);
+    cr_assert(strstr(err.msg, "prox_ortho") && strstr(err.msg, "grouping 2"), "%s", err.msg);
+    cr_assert_eq(dev_term(OP_ORTHO, &mod, 0, 0, 1, s.v, s.vp, n, 1.0, g, &val, &err), -1);
+    cr_assert(strstr(err.msg, "prox_ortho") && strstr(err.msg, "rank=0"), "%s", err.msg);
+    cr_assert_eq(dev_term(OP_ORTHO, &mod, 3, 0, 1, s.v, s.vp, n, 1.0, g, &val, &err), -1);
+    cr_assert(strstr(err.msg, "group 0's A has n=16") && strstr(err.msg, "rank=3"), "%s", err.msg);
+    mod.g[2].seg[0].stride = 2;
+    cr_assert_eq(dev_term(OP_ORTHO, &mod, r, 0, 3, s.v, s.vp, n, 1.0, g, &val, &err), -1);
+    cr_assert(strstr(err.msg, "group 2's A") && strstr(err.msg, "stride=2"), "%s", err.msg);
+    mod.g[2].seg[0].stride = 1;
+    /* none of the failed calls wrote */
+    cr_assert_eq(val, 42.0);
+    for (size_t j = 0; j < n; j++)
+        cr_assert_eq(g[j], 0.5f, "entry %zu", j);
+    free(g);
+    peso_prox_groups_free(&mod);
     peso_prox_groups_free(&gs);
     setup_free(&s);
 }
