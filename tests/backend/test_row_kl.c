@@ -4,21 +4,6 @@
  * output written) and the argument checks. */
 #include "bt.h"
 
-/* KL(softmax(x) || softmax(y)) straight from the definition. */
-static double naive_kl(const double *x, const double *y, size_t n)
-{
-    double zx = 0, zy = 0, kl = 0;
-    for (size_t i = 0; i < n; i++) {
-        zx += exp(x[i]);
-        zy += exp(y[i]);
-    }
-    for (size_t i = 0; i < n; i++) {
-        double p = exp(x[i]) / zx, q = exp(y[i]) / zy;
-        kl += p * log(p / q);
-    }
-    return kl;
-}
-
 static double naive_rows_kl(const float *z, const float *zp, int n_tok, int d)
 {
     double *x = malloc(d * sizeof *x), *y = malloc(d * sizeof *y), s = 0;
@@ -27,7 +12,7 @@ static double naive_rows_kl(const float *z, const float *zp, int n_tok, int d)
             x[j] = z[t * d + j];
             y[j] = zp[t * d + j];
         }
-        s += naive_kl(x, y, d);
+        s += bt_naive_kl(x, y, d);
     }
     free(x);
     free(y);

@@ -214,22 +214,6 @@ static void ref_groups_free(ref_group *g, int n)
     free(g);
 }
 
-/* KL(softmax(x) || softmax(y)) as written on paper: no max subtraction
- * (inputs are small), p_i log(p_i / q_i). */
-static double naive_kl(const double *x, const double *y, size_t n)
-{
-    double zx = 0, zy = 0, kl = 0;
-    for (size_t i = 0; i < n; i++) {
-        zx += exp(x[i]);
-        zy += exp(y[i]);
-    }
-    for (size_t i = 0; i < n; i++) {
-        double p = exp(x[i]) / zx, q = exp(y[i]) / zy;
-        kl += p * log(p / q);
-    }
-    return kl;
-}
-
 static double naive_group_kl(const ref_group *g, const float *v, const float *vp)
 {
     double *x = malloc(g->n * sizeof *x), *y = malloc(g->n * sizeof *y);
@@ -237,7 +221,7 @@ static double naive_group_kl(const ref_group *g, const float *v, const float *vp
         x[i] = v[g->idx[i]];
         y[i] = vp[g->idx[i]];
     }
-    double kl = naive_kl(x, y, g->n);
+    double kl = bt_naive_kl(x, y, g->n);
     free(x);
     free(y);
     return kl;
