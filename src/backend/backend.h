@@ -271,6 +271,13 @@ struct peso_backend {
      * but may not otherwise overlap z or z_prev. */
     int (*row_kl)(peso_backend *be, const float *z, const float *z_prev, const int32_t *lens, int B,
                   int T, int d, double scale, float *dz, double *value, peso_err *err);
+
+    /* ---- rows by index ---- */
+    /* dst [n, width] = rows idx[0..n) of src [n_src, width]; idx (int32)
+     * is device memory like every index array, 0 <= idx[i] < n_src. dst
+     * may not overlap src. */
+    int (*gather_rows)(peso_backend *be, float *dst, const float *src, int n_src, int width,
+                       const int32_t *idx, int n, peso_err *err);
 };
 
 /* Creates a backend by name ("cpu"); the error lists the built ones. */

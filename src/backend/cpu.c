@@ -115,5 +115,6 @@ peso_backend *peso_backend_cpu_create(peso_err *err)
     be->prox_l2 = peso_cpu_prox_l2;
     be->prox_ortho = peso_cpu_prox_ortho;
     be->row_kl = peso_cpu_row_kl;
+    be->gather_rows = peso_cpu_gather_rows;
     return be;
 }

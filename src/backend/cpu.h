@@ -61,6 +61,8 @@ int peso_cpu_prox_l2(peso_backend *be, const peso_prox_groups *gs, int lo, int h
 int peso_cpu_prox_ortho(peso_backend *be, const peso_prox_groups *gs, int rank, int lo, int hi,
                         const float *v, const float *v_prev, double lambda, float *grad,
                         double *value, peso_err *err);
+int peso_cpu_gather_rows(peso_backend *be, float *dst, const float *src, int n_src, int width,
+                         const int32_t *idx, int n, peso_err *err);
 int peso_cpu_row_kl(peso_backend *be, const float *z, const float *z_prev, const int32_t *lens,
                     int B, int T, int d, double scale, float *dz, double *value, peso_err *err);
 

@@ -1,6 +1,6 @@
 /* Token embedding: gather rows by id; the backward adds output gradients
  * into the trainable rows only (new semantic-ID tokens), skipping ids of
- * frozen rows. */
+ * frozen rows. And the plain gather of rows by index. */
 #include <string.h>
 
 #include "backend/cpu.h"
@@ -52,5 +52,22 @@ int peso_cpu_embed_backward(peso_backend *be, const peso_table *t, float *dtrain
                 dr[j] += go[j];
         }
     }
+    return 0;
+}
+
+int peso_cpu_gather_rows(peso_backend *be, float *dst, const float *src, int n_src, int width,
+                         const int32_t *idx, int n, peso_err *err)
+{
+    (void)be;
+    if (n < 0 || n_src < 0 || width < 1)
+        return peso_errf(err, "gather_rows: n=%d n_src=%d width=%d, expected n, n_src >= 0 and width >= 1", n,
+                         n_src, width);
+    for (int i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= n_src)
+            return peso_errf(err, "gather_rows: idx[%d]=%d outside [0, %d)", i, idx[i], n_src);
+    size_t w = (size_t)width;
+#pragma omp parallel for schedule(static) if ((size_t)n * w >= PESO_CPU_PAR_MIN)
+    for (int i = 0; i < n; i++)
+        memcpy(dst + (size_t)i * w, src + (size_t)idx[i] * w, w * sizeof *dst);
     return 0;
 }

@@ -13,6 +13,7 @@ typedef struct cov_pass {
     size_t *off; /* [n_modules]: each module's block in cov */
     int n_real;  /* real tokens of the batch */
     int max_in;
+    int32_t *idx;        /* device [n_real]: the rows of the real tokens */
     float *rows;         /* device [n_real, max_in]: the gathered input */
     float *prod;         /* device [max_in, max_in] */
     float *host;         /* host copy of prod */
@@ -30,6 +31,7 @@ size_t peso_inflora_cov_numel(const peso_llama *m)
 
 static void pass_free(peso_llama *m, cov_pass *c)
 {
+    m->be->free(m->be, c->idx);
     m->be->free(m->be, c->rows);
     m->be->free(m->be, c->prod);
     free(c->host);
@@ -50,30 +52,37 @@ static int pass_init(peso_llama *m, const peso_llama_batch *b, double *cov, cov_
         if (in > c->max_in)
             c->max_in = in;
     }
-    for (int r = 0; r < b->B; r++)
+    for (int r = 0; r < b->B; r++) {
+        if (b->lens[r] < 0 || b->lens[r] > b->T)
+            return peso_errf(err, "input covariance: batch row %d has length %d, expected 0..%d", r, b->lens[r],
+                             b->T);
         c->n_real += b->lens[r];
+    }
     if (c->n_real == 0 || c->max_in == 0)
         return 0;
     size_t in = (size_t)c->max_in;
     c->host = peso_malloc(in * in * sizeof *c->host);
-    if (m->be->alloc(m->be, (void **)&c->rows, (size_t)c->n_real * in * sizeof(float), err) < 0 ||
+    if (m->be->alloc(m->be, (void **)&c->idx, (size_t)c->n_real * sizeof(int32_t), err) < 0 ||
+        m->be->alloc(m->be, (void **)&c->rows, (size_t)c->n_real * in * sizeof(float), err) < 0 ||
         m->be->alloc(m->be, (void **)&c->prod, in * in * sizeof(float), err) < 0)
         return peso_err_prefix(err, "input covariance: scratch for %d tokens of width %d", c->n_real,
                                c->max_in);
-    return 0;
+    int32_t *idx = peso_malloc((size_t)c->n_real * sizeof *idx);
+    int k = 0;
+    for (int r = 0; r < b->B; r++)
+        for (int t = 0; t < b->lens[r]; t++)
+            idx[k++] = r * b->T + t;
+    int rc = m->be->upload(m->be, c->idx, idx, (size_t)c->n_real * sizeof *idx, err);
+    free(idx);
+    return rc;
 }
 
 /* prod = X^T X of the real rows of s->x [B*T, in], copied to the host. */
 static int product(peso_llama *m, cov_pass *c, const peso_llama_site *s, int in, peso_err *err)
 {
     peso_backend *be = m->be;
-    size_t at = 0;
-    for (int b = 0; b < s->B; b++) {
-        size_t len = (size_t)s->lens[b], src = (size_t)b * s->T * in;
-        if (len && be->copy(be, c->rows + at, s->x + src, len * in * sizeof(float), err) < 0)
-            return -1;
-        at += len * in;
-    }
+    if (be->gather_rows(be, c->rows, s->x, s->B * s->T, in, c->idx, c->n_real, err) < 0)
+        return -1;
     peso_gemm g = {.m = in,
                    .n = in,
                    .k = c->n_real,

@@ -43,9 +43,10 @@ typedef struct peso_decode {
     int cap_tok;
     float *x, *xn, *q, *k, *v, *att, *g, *u, *h, *lu, *lse;
     int32_t *ids, *pos, *len;
+    int32_t *last; /* each sequence's last token row, for gather_rows */
     /* host mirrors */
     float *hq, *hk, *hv, *hatt;
-    int32_t *h_pos;
+    int32_t *h_pos, *h_last;
 } peso_decode;
 
 /* Prepares decoding on m for up to max_beams beams of up to max_steps own

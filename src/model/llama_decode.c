@@ -42,14 +42,16 @@ static void free_dev(peso_decode *d)
     be->free(be, d->ids);
     be->free(be, d->pos);
     be->free(be, d->len);
-    d->ids = d->pos = d->len = NULL;
+    be->free(be, d->last);
+    d->ids = d->pos = d->len = d->last = NULL;
     free(d->hq);
     free(d->hk);
     free(d->hv);
     free(d->hatt);
     free(d->h_pos);
+    free(d->h_last);
     d->hq = d->hk = d->hv = d->hatt = NULL;
-    d->h_pos = NULL;
+    d->h_pos = d->h_last = NULL;
     d->cap_tok = 0;
 }
 
@@ -83,13 +85,15 @@ static int reserve_tokens(peso_decode *d, int n, peso_err *err)
             return peso_err_prefix(err, "decode scratch for %d tokens", n);
     if (be->alloc(be, (void **)&d->ids, N * sizeof(int32_t), err) < 0 ||
         be->alloc(be, (void **)&d->pos, N * sizeof(int32_t), err) < 0 ||
-        be->alloc(be, (void **)&d->len, sizeof(int32_t), err) < 0)
+        be->alloc(be, (void **)&d->len, sizeof(int32_t), err) < 0 ||
+        be->alloc(be, (void **)&d->last, N * sizeof(int32_t), err) < 0)
         return peso_err_prefix(err, "decode scratch for %d tokens", n);
     d->hq = peso_malloc(N * qd * sizeof(float));
     d->hk = peso_malloc(N * kv * sizeof(float));
     d->hv = peso_malloc(N * kv * sizeof(float));
     d->hatt = peso_malloc(N * qd * sizeof(float));
     d->h_pos = peso_malloc(N * sizeof(int32_t));
+    d->h_last = peso_malloc(N * sizeof(int32_t));
     d->cap_tok = n;
     return 0;
 }
@@ -278,9 +282,10 @@ static int run(peso_decode *d, int n_seq, int n_tok, run_kv kv0, size_t layer_ow
     }
     /* the last token of each sequence, gathered into xn's first rows */
     for (int b = 0; b < n_seq; b++)
-        if (be->copy(be, d->xn + (size_t)b * C, d->x + ((size_t)b * n_tok + n_tok - 1) * C,
-                     (size_t)C * sizeof(float), err) < 0)
-            return -1;
+        d->h_last[b] = b * n_tok + n_tok - 1;
+    if (be->upload(be, d->last, d->h_last, (size_t)n_seq * sizeof(int32_t), err) < 0 ||
+        be->gather_rows(be, d->xn, d->x, N, C, d->last, n_seq, err) < 0)
+        return -1;
     if (be->rmsnorm(be, d->x, NULL, d->xn, m->norm, n_seq, C, (float)c->rms_norm_eps, err) < 0 ||
         peso_llama_head_logits(m, d->x, n_seq, lp, err) < 0)
         return -1;

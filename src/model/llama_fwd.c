@@ -274,15 +274,20 @@ int peso_llama_logits(peso_llama *m, const peso_llama_batch *b, const int32_t *p
     if (peso_llama_prepare(m, &nolabels, 0, err) < 0 || peso_llama_run_layers(m, err) < 0)
         return -1;
     peso_backend *be = m->be;
-    size_t C = (size_t)m->cfg.hidden_size;
+    int C = m->cfg.hidden_size;
     float *hs = NULL;
-    if (be->alloc(be, (void **)&hs, (size_t)n_pos * C * sizeof(float), err) < 0)
+    int32_t *dpos = NULL;
+    if (be->alloc(be, (void **)&hs, (size_t)n_pos * C * sizeof(float), err) < 0 ||
+        be->alloc(be, (void **)&dpos, (size_t)n_pos * sizeof(int32_t), err) < 0) {
+        be->free(be, hs);
         return -1;
-    int rc = 0;
-    for (int i = 0; i < n_pos && rc == 0; i++)
-        rc = be->copy(be, hs + i * C, m->acts->xf + (size_t)pos[i] * C, C * sizeof(float), err);
+    }
+    int rc = be->upload(be, dpos, pos, (size_t)n_pos * sizeof(int32_t), err);
+    if (rc == 0)
+        rc = be->gather_rows(be, hs, m->acts->xf, b->B * b->T, C, dpos, n_pos, err);
     if (rc == 0)
         rc = peso_llama_head_logits(m, hs, n_pos, out, err);
     be->free(be, hs);
+    be->free(be, dpos);
     return rc;
 }
