@@ -149,6 +149,18 @@ typedef struct peso_llama_hook {
     void *ctx;
 } peso_llama_hook;
 
+/* Scratch of the passes that read the head (peso_llama_logits, decode's
+ * peso_llama_head_logits), grown only when a larger call arrives, so a
+ * decode step allocates nothing. */
+typedef struct peso_llama_scratch {
+    float *logits;     /* device [cap_logits] */
+    float *host;       /* host [cap_logits] */
+    size_t cap_logits; /* floats */
+    float *rows;       /* device [cap_rows, hidden]: hidden states gathered for logits */
+    int32_t *idx;      /* device [cap_rows]: their positions */
+    size_t cap_rows;
+} peso_llama_scratch;
+
 struct peso_llama {
     peso_llama_config cfg; /* vocab_size = base_vocab + n_new */
     char dir[1024];        /* the folder it was loaded from */
@@ -171,6 +183,7 @@ struct peso_llama {
     peso_llama_past past;
     peso_llama_hook hook; /* forward and backward NULL: none */
     peso_llama_acts *acts;
+    peso_llama_scratch scratch;
 };
 
 /* Loads dir (config.json, model.safetensors or model.safetensors.index.json)

@@ -112,7 +112,8 @@ size_t peso_llama_grad_acts_numel(const peso_llama_config *c, const peso_lora_co
 }
 
 /* Frees *p and allocates n floats (zeroed) when n exceeds *cap. */
-static int grow_dev(peso_backend *be, void **p, size_t *cap, size_t n, size_t elt, peso_err *err)
+int peso_llama_grow(peso_backend *be, void **p, size_t *cap, size_t n, size_t elt, const char *what,
+                    peso_err *err)
 {
     if (n <= *cap && *p)
         return 0;
@@ -120,9 +121,14 @@ static int grow_dev(peso_backend *be, void **p, size_t *cap, size_t n, size_t el
     *p = NULL;
     *cap = 0;
     if (be->alloc(be, p, (n ? n : 1) * elt, err) < 0)
-        return peso_err_prefix(err, "activation arena (%zu floats)", n);
+        return peso_err_prefix(err, "%s (%zu elements)", what, n);
     *cap = n;
     return 0;
+}
+
+static int grow_dev(peso_backend *be, void **p, size_t *cap, size_t n, size_t elt, peso_err *err)
+{
+    return peso_llama_grow(be, p, cap, n, elt, "activation arena", err);
 }
 
 static void free_staging(peso_llama *m)

@@ -237,27 +237,38 @@ int peso_llama_observe(peso_llama *m, const peso_llama_batch *b, peso_err *err)
 int peso_llama_head_logits(peso_llama *m, const float *hs, int n_pos, float *out, peso_err *err)
 {
     peso_backend *be = m->be;
+    peso_llama_scratch *sc = &m->scratch;
     int V = m->cfg.vocab_size, Vb = m->base_vocab, C = m->cfg.hidden_size;
-    float *dev = NULL;
-    size_t bytes = (size_t)n_pos * V * sizeof(float);
-    if (be->alloc(be, (void **)&dev, bytes, err) < 0)
+    size_t n = (size_t)n_pos * V, cap = sc->cap_logits;
+    if (peso_llama_grow(be, (void **)&sc->logits, &sc->cap_logits, n, sizeof(float), "logits", err) < 0)
         return peso_err_prefix(err, "logits [%d, %d]", n_pos, V);
-    float *dnew = dev + (size_t)n_pos * Vb;
+    if (sc->cap_logits != cap || !sc->host) {
+        free(sc->host);
+        sc->host = peso_malloc(sc->cap_logits * sizeof(float));
+    }
+    float *dev = sc->logits, *host = sc->host, *dnew = dev + (size_t)n_pos * Vb;
     int rc = peso_linear(be, dev, hs, m->head, m->wdt, n_pos, Vb, C, 1.0f, 0.0f, err);
     if (rc == 0 && m->n_new)
         rc = peso_linear(be, dnew, hs, m->params + m->head_new_off, PESO_F32, n_pos, m->n_new, C, 1.0f, 0.0f,
                          err);
-    float *host = rc == 0 ? peso_malloc(bytes) : NULL;
     if (rc == 0)
-        rc = be->download(be, host, dev, bytes, err);
+        rc = be->download(be, host, dev, n * sizeof(float), err);
     for (int p = 0; rc == 0 && p < n_pos; p++) {
         memcpy(out + (size_t)p * V, host + (size_t)p * Vb, (size_t)Vb * sizeof(float));
         memcpy(out + (size_t)p * V + Vb, host + (size_t)n_pos * Vb + (size_t)p * m->n_new,
                (size_t)m->n_new * sizeof(float));
     }
-    free(host);
-    be->free(be, dev);
     return rc;
+}
+
+void peso_llama_scratch_free(peso_llama *m)
+{
+    peso_llama_scratch *sc = &m->scratch;
+    m->be->free(m->be, sc->logits);
+    m->be->free(m->be, sc->rows);
+    m->be->free(m->be, sc->idx);
+    free(sc->host);
+    memset(sc, 0, sizeof *sc);
 }
 
 int peso_llama_logits(peso_llama *m, const peso_llama_batch *b, const int32_t *pos, int n_pos, float *out,
@@ -274,20 +285,15 @@ int peso_llama_logits(peso_llama *m, const peso_llama_batch *b, const int32_t *p
     if (peso_llama_prepare(m, &nolabels, 0, err) < 0 || peso_llama_run_layers(m, err) < 0)
         return -1;
     peso_backend *be = m->be;
+    peso_llama_scratch *sc = &m->scratch;
     int C = m->cfg.hidden_size;
-    float *hs = NULL;
-    int32_t *dpos = NULL;
-    if (be->alloc(be, (void **)&hs, (size_t)n_pos * C * sizeof(float), err) < 0 ||
-        be->alloc(be, (void **)&dpos, (size_t)n_pos * sizeof(int32_t), err) < 0) {
-        be->free(be, hs);
+    size_t n = (size_t)n_pos, have_rows = sc->cap_rows * C, have_idx = sc->cap_rows;
+    if (peso_llama_grow(be, (void **)&sc->rows, &have_rows, n * C, sizeof(float), "logits rows", err) < 0 ||
+        peso_llama_grow(be, (void **)&sc->idx, &have_idx, n, sizeof(int32_t), "logits positions", err) < 0)
         return -1;
-    }
-    int rc = be->upload(be, dpos, pos, (size_t)n_pos * sizeof(int32_t), err);
-    if (rc == 0)
-        rc = be->gather_rows(be, hs, m->acts->xf, b->B * b->T, C, dpos, n_pos, err);
-    if (rc == 0)
-        rc = peso_llama_head_logits(m, hs, n_pos, out, err);
-    be->free(be, hs);
-    be->free(be, dpos);
-    return rc;
+    sc->cap_rows = have_idx;
+    if (be->upload(be, sc->idx, pos, n * sizeof(int32_t), err) < 0 ||
+        be->gather_rows(be, sc->rows, m->acts->xf, b->B * b->T, C, sc->idx, n_pos, err) < 0)
+        return -1;
+    return peso_llama_head_logits(m, sc->rows, n_pos, out, err);
 }

@@ -54,6 +54,11 @@ struct peso_llama_acts {
 };
 
 void peso_llama_acts_free(peso_llama *m);
+void peso_llama_scratch_free(peso_llama *m);
+/* Device buffer *p of at least n elements of elt bytes: kept when *cap is
+ * enough, else replaced (contents not kept). what names it in errors. */
+int peso_llama_grow(peso_backend *be, void **p, size_t *cap, size_t n, size_t elt, const char *what,
+                    peso_err *err);
 /* Lays out the arena for batch b (growing it when needed), stages ids,
  * positions, lengths and label positions on the device. */
 int peso_llama_prepare(peso_llama *m, const peso_llama_batch *b, int keep, peso_err *err);

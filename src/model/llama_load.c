@@ -274,6 +274,7 @@ void peso_llama_free(peso_llama *m)
     if (!m)
         return;
     peso_llama_acts_free(m);
+    peso_llama_scratch_free(m);
     peso_llama_past_free(m);
     m->be->free(m->be, m->wmem);
     m->be->free(m->be, m->inv_freq);

@@ -155,6 +155,44 @@ Test(beam, decode_equals_full_forward_tied)
     decode_equivalence(1);
 }
 
+/* No allocation in a decode step: with the backend's alloc counted, a
+ * second prefill and steps of the same shapes allocate nothing (the
+ * first may grow the scratch). */
+static int (*real_alloc)(peso_backend *be, void **p, size_t bytes, peso_err *err);
+static int n_allocs;
+
+static int counting_alloc(peso_backend *be, void **p, size_t bytes, peso_err *err)
+{
+    n_allocs++;
+    return real_alloc(be, p, bytes, err);
+}
+
+Test(beam, decode_steps_allocate_nothing)
+{
+    world w;
+    peso_decode d;
+    peso_err err;
+    world_open(&w, 0, 21);
+    cr_assert_eq(peso_decode_init(&d, w.s.m, 3, 3, &err), 0, "%s", err.msg);
+    float *lp = malloc((size_t)3 * w.V * sizeof(float));
+    const int32_t parent[3] = {0, 0, 0}, tok[3] = {w.base + 1, w.base + 2, 5};
+    peso_backend *be = w.s.m->be;
+    real_alloc = be->alloc;
+    be->alloc = counting_alloc;
+    for (int round = 0; round < 2; round++) {
+        n_allocs = 0;
+        cr_assert_eq(peso_decode_prefill(&d, w.prompt, PLEN, lp, &err), 0, "%s", err.msg);
+        for (int st = 0; st < 3; st++)
+            cr_assert_eq(peso_decode_step(&d, 3, parent, tok, lp, &err), 0, "%s", err.msg);
+        if (round == 1)
+            cr_assert_eq(n_allocs, 0, "a repeated prefill and 3 steps allocated %d times", n_allocs);
+    }
+    be->alloc = real_alloc;
+    free(lp);
+    peso_decode_free(&d);
+    world_close(&w);
+}
+
 /* Exact scores of every trie node: the sum of its codes' log-probabilities,
  * each from a full forward of prompt + a leaf tuple below it (teacher
  * forcing; causal, so any leaf below gives the same prefix terms). */
