@@ -43,38 +43,51 @@ int peso_backend_supports(const peso_backend *be, peso_dtype dt)
     return (dt == PESO_F32 || dt == PESO_BF16) && (be->weight_dtypes & (1u << dt)) != 0;
 }
 
-static peso_gemm gemm_one(int m, int n, int k, int ta, int tb, float alpha, float beta,
+static peso_gemm gemm_one(int m, int n, int k, int ta, int tb, float alpha, const float *alpha_dev, float beta,
                           peso_dtype bdt)
 {
     peso_gemm g = {.m = m, .n = n, .k = k, .trans_a = ta, .trans_b = tb, .alpha = alpha,
-                   .beta = beta, .b_dtype = bdt, .batch = 1};
+                   .beta = beta, .b_dtype = bdt, .batch = 1, .alpha_dev = alpha_dev};
     return g;
+}
+
+int peso_linear_scaled(peso_backend *be, float *y, const float *x, const void *w, peso_dtype wdt, int m, int n,
+                       int k, float alpha, const float *alpha_dev, float beta, peso_err *err)
+{
+    peso_gemm g = gemm_one(m, n, k, 0, 1, alpha, alpha_dev, beta, wdt);
+    return be->matmul(be, &g, y, x, w, err);
 }
 
 int peso_linear(peso_backend *be, float *y, const float *x, const void *w, peso_dtype wdt, int m,
                 int n, int k, float alpha, float beta, peso_err *err)
 {
-    peso_gemm g = gemm_one(m, n, k, 0, 1, alpha, beta, wdt);
-    return be->matmul(be, &g, y, x, w, err);
+    return peso_linear_scaled(be, y, x, w, wdt, m, n, k, alpha, NULL, beta, err);
+}
+
+int peso_linear_backward_scaled(peso_backend *be, float *dx, float *dw, const float *dy, const float *x,
+                                const void *w, peso_dtype wdt, int m, int n, int k, float alpha,
+                                const float *alpha_dev, peso_err *err)
+{
+    if (dx) {
+        /* dx[m,k] += dy[m,n] W[n,k] */
+        peso_gemm g = gemm_one(m, k, n, 0, 0, alpha, alpha_dev, 1.0f, wdt);
+        if (be->matmul(be, &g, dx, dy, w, err) < 0)
+            return -1;
+    }
+    if (dw) {
+        /* dW[n,k] += dy^T[n,m] x[m,k]; dy is stored [m,n], hence trans_a */
+        peso_gemm g = gemm_one(n, k, m, 1, 0, alpha, alpha_dev, 1.0f, PESO_F32);
+        if (be->matmul(be, &g, dw, dy, x, err) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 int peso_linear_backward(peso_backend *be, float *dx, float *dw, const float *dy, const float *x,
                          const void *w, peso_dtype wdt, int m, int n, int k, float alpha,
                          peso_err *err)
 {
-    if (dx) {
-        /* dx[m,k] += dy[m,n] W[n,k] */
-        peso_gemm g = gemm_one(m, k, n, 0, 0, alpha, 1.0f, wdt);
-        if (be->matmul(be, &g, dx, dy, w, err) < 0)
-            return -1;
-    }
-    if (dw) {
-        /* dW[n,k] += dy^T[n,m] x[m,k]; dy is stored [m,n], hence trans_a */
-        peso_gemm g = gemm_one(n, k, m, 1, 0, alpha, 1.0f, PESO_F32);
-        if (be->matmul(be, &g, dw, dy, x, err) < 0)
-            return -1;
-    }
-    return 0;
+    return peso_linear_backward_scaled(be, dx, dw, dy, x, w, wdt, m, n, k, alpha, NULL, err);
 }
 
 static int dtype_check(const peso_backend *be, peso_dtype dt, const char *what, peso_err *err)

@@ -54,6 +54,9 @@ typedef struct peso_gemm {
     peso_dtype b_dtype;
     int batch;
     size_t stride_a, stride_b, stride_c;
+    /* NULL, or a device float that multiplies alpha: a learnable scale
+     * (SD-LoRA's magnitudes) used where it lives, without a download */
+    const float *alpha_dev;
 } peso_gemm;
 
 /* A [n_rows, dim] table (token embedding or output head) whose rows
@@ -298,6 +301,13 @@ int peso_linear(peso_backend *be, float *y, const float *x, const void *w, peso_
 int peso_linear_backward(peso_backend *be, float *dx, float *dw, const float *dy, const float *x,
                          const void *w, peso_dtype wdt, int m, int n, int k, float alpha,
                          peso_err *err);
+/* The same two with the scale alpha * *alpha_dev (alpha_dev a device
+ * float; NULL: alpha alone). */
+int peso_linear_scaled(peso_backend *be, float *y, const float *x, const void *w, peso_dtype wdt, int m, int n,
+                       int k, float alpha, const float *alpha_dev, float beta, peso_err *err);
+int peso_linear_backward_scaled(peso_backend *be, float *dx, float *dw, const float *dy, const float *x,
+                                const void *w, peso_dtype wdt, int m, int n, int k, float alpha,
+                                const float *alpha_dev, peso_err *err);
 
 /* Argument checks shared by the implementations (what one may call with
  * and what not is part of the table's contract, not of one backend). */

@@ -41,11 +41,18 @@ static void gemm_slice(const peso_gemm *g, int i, int by_rows, int lo, int hi, f
                 g->beta, c, g->n);
 }
 
-int peso_cpu_matmul(peso_backend *be, const peso_gemm *g, float *c, const float *a, const void *b,
+int peso_cpu_matmul(peso_backend *be, const peso_gemm *gm, float *c, const float *a, const void *b,
                     peso_err *err)
 {
-    if (peso_gemm_check(be, g, err) < 0)
+    if (peso_gemm_check(be, gm, err) < 0)
         return -1;
+    /* the device scale is host memory here: fold it into alpha */
+    peso_gemm scaled = *gm;
+    if (gm->alpha_dev) {
+        scaled.alpha = gm->alpha * *gm->alpha_dev;
+        scaled.alpha_dev = NULL;
+    }
+    const peso_gemm *g = &scaled;
     size_t work = (size_t)g->batch * g->m * g->n * g->k;
     int threads = work >= GEMM_PAR_MIN ? omp_get_max_threads() : 1;
     /* each product is cut along its longer output side into about as many

@@ -105,7 +105,7 @@ typedef struct peso_llama_past {
     int learnable;       /* alpha_i read from the flat's magnitudes */
     float *mem;          /* device [n * lora_span]: Ahat_i, Bhat_i at the views' offsets */
     unsigned char *live; /* host [n * lora.n_modules]: 0 where a norm is 0 */
-    float *alpha;        /* host [n]: fixed, or this pass's copy of the magnitudes */
+    float *alpha;        /* host [n]: fixed magnitudes (1.0 when learnable: the device ones scale) */
     float *tmp;          /* device [tmp_rows, rank]: x Ahat_i^T when not kept */
     size_t tmp_rows;
 } peso_llama_past;
@@ -261,9 +261,9 @@ int peso_llama_save_adapter(peso_llama *m, const char *dir, const char *base_mod
  * the flat. alpha: host [n_past] fixed magnitudes (SumLoRA: 1.0), or NULL
  * for learnable ones, alpha_i = params[mag_off + i], which needs
  * n_past <= n_magnitudes; the backward then ADDS dL/dalpha_i into
- * grads[mag_off + i] (other magnitudes untouched). Every pass downloads
- * the n_past magnitudes once, at its start, to scale the products.
- * n_past = 0 removes the past adapters. */
+ * grads[mag_off + i] (other magnitudes untouched). The products read the
+ * magnitudes where they live, on the device (peso_gemm.alpha_dev): no
+ * pass downloads them. n_past = 0 removes the past adapters. */
 int peso_llama_set_past(peso_llama *m, int n_past, const float *const *past, const float *alpha,
                         peso_err *err);
 

@@ -79,8 +79,7 @@ int peso_llama_proj(peso_llama *m, int l, peso_lora_proj p, int N, float *y, con
                     float *plu, float beta, peso_err *err);
 
 /* ---- past adapters (llama_past.c) ---- */
-/* At the start of a pass over N rows: this pass's magnitudes to the host
- * and the scratch grown to N rows. */
+/* At the start of a pass over N rows: the scratch grown to N rows. */
 int peso_llama_past_begin(peso_llama *m, int N, peso_err *err);
 /* y += sum_i alpha_i (x Ahat_i^T) Bhat_i^T for module mi; plu as in
  * peso_llama_proj. */

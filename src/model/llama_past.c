@@ -123,9 +123,6 @@ int peso_llama_past_begin(peso_llama *m, int N, peso_err *err)
     peso_llama_past *p = &m->past;
     if (p->n == 0)
         return 0;
-    if (p->learnable &&
-        m->be->download(m->be, p->alpha, m->params + m->mag_off, (size_t)p->n * sizeof(float), err) < 0)
-        return peso_err_prefix(err, "past adapters: magnitudes");
     if ((size_t)N <= p->tmp_rows)
         return 0;
     m->be->free(m->be, p->tmp);
@@ -136,6 +133,13 @@ int peso_llama_past_begin(peso_llama *m, int N, peso_err *err)
         return peso_err_prefix(err, "past adapters: scratch for %d rows", N);
     p->tmp_rows = (size_t)N;
     return 0;
+}
+
+/* The device magnitude of past adapter i when learnable (its alpha[i]
+ * stays 1), else NULL (alpha[i] fixed). */
+static const float *alpha_dev(const peso_llama *m, int i)
+{
+    return m->past.learnable ? m->params + m->mag_off + i : NULL;
 }
 
 static const float *past_a(const peso_llama *m, int i, int mi)
@@ -162,8 +166,8 @@ int peso_llama_past_forward(peso_llama *m, int mi, int N, float *y, const float 
             continue;
         float *u = plu ? plu + (size_t)i * N * r : m->past.tmp;
         if (peso_linear(m->be, u, x, past_a(m, i, mi), PESO_F32, N, r, md->in, 1.0f, 0.0f, err) < 0 ||
-            peso_linear(m->be, y, u, past_b(m, i, mi), PESO_F32, N, md->out, r, m->past.alpha[i], 1.0f, err) <
-                0)
+            peso_linear_scaled(m->be, y, u, past_b(m, i, mi), PESO_F32, N, md->out, r, m->past.alpha[i],
+                               alpha_dev(m, i), 1.0f, err) < 0)
             return peso_err_prefix(err, "past adapter %d", i);
     }
     return 0;
@@ -208,8 +212,8 @@ int peso_llama_past_backward(peso_llama *m, int mi, int N, float *dx, const floa
                                  err) < 0 ||
             (m->past.learnable &&
              dot_add(be, m->grads + m->mag_off + i, t, plu + (size_t)i * nr, nr, err) < 0) ||
-            peso_linear_backward(be, dx, NULL, t, NULL, past_a(m, i, mi), PESO_F32, N, r, md->in,
-                                 m->past.alpha[i], err) < 0)
+            peso_linear_backward_scaled(be, dx, NULL, t, NULL, past_a(m, i, mi), PESO_F32, N, r, md->in,
+                                        m->past.alpha[i], alpha_dev(m, i), err) < 0)
             return peso_err_prefix(err, "past adapter %d backward", i);
     }
     return 0;

@@ -54,6 +54,63 @@ Test(matmul, every_transpose_with_alpha_and_beta)
     peso_backend_destroy(be);
 }
 
+/* alpha_dev: a device float multiplies alpha, in every product of a
+ * batch and in the linear helpers (SD-LoRA's magnitudes scale this way). */
+Test(matmul, device_scale_multiplies_alpha)
+{
+    peso_backend *be = bt_backend();
+    peso_rng r;
+    peso_rng_seed(&r, 3, 0);
+    int m = 4, n = 6, k = 5, batch = 3;
+    float *a = bt_rand(&r, (size_t)batch * m * k, -1, 1), *b = bt_rand(&r, (size_t)k * n, -1, 1);
+    float *c = bt_rand(&r, (size_t)batch * m * n, -1, 1), s = -1.75f;
+    float *da = bt_dev(be, a, (size_t)batch * m * k * 4), *db = bt_dev(be, b, (size_t)k * n * 4);
+    float *dc = bt_dev(be, c, (size_t)batch * m * n * 4), *ds = bt_dev(be, &s, sizeof s);
+    peso_gemm g = {.m = m, .n = n, .k = k, .alpha = 0.5f, .beta = 1.0f, .b_dtype = PESO_F32, .batch = batch,
+                   .stride_a = (size_t)m * k, .stride_c = (size_t)m * n, .alpha_dev = ds};
+    peso_err err = {{0}};
+    cr_assert_eq(be->matmul(be, &g, dc, da, db, &err), 0, "%s", err.msg);
+    float *got = malloc((size_t)batch * m * n * sizeof *got);
+    bt_get(be, got, dc, (size_t)batch * m * n * 4);
+    peso_gemm one = g;
+    one.alpha = 0.5f * s;
+    one.batch = 1;
+    for (int i = 0; i < batch; i++) {
+        double *want = naive_gemm(&one, a + (size_t)i * m * k, b, c + (size_t)i * m * n);
+        bt_close(got + (size_t)i * m * n, want, (size_t)m * n, 1e-6, 1e-5, "alpha_dev");
+        free(want);
+    }
+    /* the linear helpers: y = 0.5 s x W^T and dx += 0.5 s dy W */
+    float y[4 * 6], dx[4 * 5] = {0};
+    float *dy_ = bt_dev(be, NULL, sizeof y), *dx_ = bt_dev(be, dx, sizeof dx);
+    float *w = bt_rand(&r, (size_t)n * k, -1, 1), *dw_ = bt_dev(be, w, (size_t)n * k * 4);
+    cr_assert_eq(peso_linear_scaled(be, dy_, da, dw_, PESO_F32, m, n, k, 0.5f, ds, 0.0f, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_linear_backward_scaled(be, dx_, NULL, dy_, NULL, dw_, PESO_F32, m, n, k, 0.5f, ds, &err), 0,
+                 "%s", err.msg);
+    bt_get(be, y, dy_, sizeof y);
+    bt_get(be, dx, dx_, sizeof dx);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double t = 0;
+            for (int l = 0; l < k; l++)
+                t += (double)a[i * k + l] * w[j * k + l];
+            cr_assert(fabs(y[i * n + j] - 0.5 * s * t) < 1e-5, "y[%d][%d] %g, want %g", i, j, y[i * n + j],
+                      0.5 * s * t);
+        }
+    for (int i = 0; i < m; i++)
+        for (int l = 0; l < k; l++) {
+            double t = 0;
+            for (int j = 0; j < n; j++)
+                t += (double)y[i * n + j] * w[j * k + l];
+            cr_assert(fabs(dx[i * k + l] - 0.5 * s * t) < 1e-5, "dx[%d][%d] %g, want %g", i, l, dx[i * k + l],
+                      0.5 * s * t);
+        }
+    be->free(be, da), be->free(be, db), be->free(be, dc), be->free(be, ds);
+    be->free(be, dy_), be->free(be, dx_), be->free(be, dw_);
+    free(a), free(b), free(c), free(got), free(w);
+    peso_backend_destroy(be);
+}
+
 Test(matmul, beta_zero_ignores_old_output)
 {
     peso_backend *be = bt_backend();
