@@ -2,12 +2,6 @@
  * (O-LoRA's orthogonality, an ablation of PESO), shared out by module. */
 #include "method/proximal.h"
 
-static int begin(peso_method_stage *s, float *params, peso_err *err)
-{
-    (void)params;
-    return peso_proximal_begin(s, PESO_PROX_MODULE, err);
-}
-
 static int prox(peso_method_stage *s, double *value, peso_err *err)
 {
     const peso_proximal *p = s->priv;
@@ -18,7 +12,7 @@ static int prox(peso_method_stage *s, double *value, peso_err *err)
 const peso_method peso_method_ortho = {
     .name = "ortho",
     .flags = PESO_METHOD_LAMBDA,
-    .begin = begin,
+    .begin = peso_proximal_begin_modules,
     .prox = prox,
     .free = peso_proximal_free,
 };

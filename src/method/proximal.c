@@ -12,6 +12,12 @@ int peso_proximal_begin(peso_method_stage *s, peso_prox_grouping how, peso_err *
     return peso_prox_shard(&p->groups, s->size, s->rank, &p->lo, &p->hi, err);
 }
 
+int peso_proximal_begin_modules(peso_method_stage *s, float *params, peso_err *err)
+{
+    (void)params;
+    return peso_proximal_begin(s, PESO_PROX_MODULE, err);
+}
+
 void peso_proximal_free(peso_method_stage *s)
 {
     peso_proximal *p = s->priv;

@@ -15,6 +15,9 @@ typedef struct peso_proximal {
 
 /* The groups under how and this rank's share into s->priv. */
 int peso_proximal_begin(peso_method_stage *s, peso_prox_grouping how, peso_err *err);
+/* A method's begin for a term shared out by module (l2, ortho): the
+ * PESO_PROX_MODULE groups; params is left as it is (v_{t-1} inherited). */
+int peso_proximal_begin_modules(peso_method_stage *s, float *params, peso_err *err);
 void peso_proximal_free(peso_method_stage *s);
 
 #endif

@@ -117,8 +117,7 @@ static int evaluate_file(peso_run *r, int t, const char *ckpt, const char *run, 
     if (peso_train_load_checkpoint(r, ckpt, err) < 0)
         return -1;
     int rc = peso_train_evaluate(r, t, run, label, err);
-    peso_err e;
-    peso_llama_set_past(r->m, 0, NULL, NULL, &e);
+    peso_method_model_plain(r->m);
     return rc;
 }
 
