@@ -7,13 +7,39 @@
 #include <string.h>
 
 #include "backend/cpu.h"
+#ifdef PESO_HAVE_CUDA
+#include "kernels/cuda.h"
+#endif
+
+peso_backend *peso_backend_open(const peso_backend_opts *o, peso_err *err)
+{
+    const char *name = o->name ? o->name : "cpu";
+    if (strcmp(name, "cpu") == 0)
+        return peso_backend_cpu_create(err);
+    if (strcmp(name, "cuda") == 0) {
+#ifdef PESO_HAVE_CUDA
+        return peso_backend_cuda_create(o, err);
+#else
+        peso_errf(err, "backend 'cuda' is not in this build: nvcc was not found when it was "
+                       "configured (cmake -DPESO_CUDA=ON with the CUDA Toolkit on PATH or in "
+                       "/usr/local/cuda); this build has: cpu");
+        return NULL;
+#endif
+    }
+    peso_errf(err, "backend '%s' is unknown (expected cpu or cuda; this build has: cpu%s)", name,
+#ifdef PESO_HAVE_CUDA
+              ", cuda"
+#else
+              ""
+#endif
+    );
+    return NULL;
+}
 
 peso_backend *peso_backend_create(const char *name, peso_err *err)
 {
-    if (strcmp(name, "cpu") == 0)
-        return peso_backend_cpu_create(err);
-    peso_errf(err, "backend '%s' is not built (built: cpu)", name);
-    return NULL;
+    peso_backend_opts o = {.name = name, .device = -1};
+    return peso_backend_open(&o, err);
 }
 
 void peso_backend_destroy(peso_backend *be)
@@ -150,5 +176,24 @@ int peso_attn_check(const peso_attn_shape *s, peso_err *err)
     if (s->n_head % s->n_kv_head != 0)
         return peso_errf(err, "attention: n_head=%d is not a multiple of n_kv_head=%d", s->n_head,
                          s->n_kv_head);
+    return 0;
+}
+
+int peso_decode_attn_check(const peso_decode_attn_shape *s, peso_err *err)
+{
+    if (s->n_beam < 1 || s->n_head < 1 || s->n_kv_head < 1 || s->head_dim < 1)
+        return peso_errf(err,
+                         "decode_attention: shape n_beam=%d n_head=%d n_kv_head=%d head_dim=%d, "
+                         "expected all >= 1",
+                         s->n_beam, s->n_head, s->n_kv_head, s->head_dim);
+    if (s->n_head % s->n_kv_head != 0)
+        return peso_errf(err, "decode_attention: n_head=%d is not a multiple of n_kv_head=%d",
+                         s->n_head, s->n_kv_head);
+    if (s->n_prefix < 0 || s->n_own < 1)
+        return peso_errf(err, "decode_attention: n_prefix=%d n_own=%d, expected >= 0 and >= 1",
+                         s->n_prefix, s->n_own);
+    if (s->own_stride < s->n_beam)
+        return peso_errf(err, "decode_attention: own_stride=%d is below n_beam=%d", s->own_stride,
+                         s->n_beam);
     return 0;
 }

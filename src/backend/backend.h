@@ -31,6 +31,10 @@
 
 #include "common/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Storage type of frozen weights (the B operand of matmul, embedding and
  * output-head tables). Activations, LoRA parameters, gradients and
  * optimizer moments are always float32. */
@@ -129,6 +133,21 @@ typedef struct peso_prox_groups {
     peso_prox_group *g;
 } peso_prox_groups;
 
+/* One decoding step's attention (beam search, model/decode.h): each of
+ * n_beam beams has one new query per head and attends to the shared
+ * prefix keys [0, n_prefix) then its own keys [0, n_own) (the last own
+ * key is the new token's). Layouts, with kv = n_kv_head * head_dim:
+ * q, out [n_beam, n_head, head_dim]; prefix pk, pv [n_prefix, kv]
+ * (NULL when n_prefix is 0); own keys and values in rows of kv floats,
+ * beam b's j-th at row j * own_stride + b of ok, ov (own_stride >=
+ * n_beam: the cache keeps one block of beams per step). Query head h reads
+ * kv head h / (n_head / n_kv_head); scale 1/sqrt(head_dim), softmax in
+ * float32 with the maximum subtracted, as attention. */
+typedef struct peso_decode_attn_shape {
+    int n_beam, n_head, n_kv_head, head_dim;
+    int n_prefix, n_own, own_stride;
+} peso_decode_attn_shape;
+
 typedef struct peso_backend peso_backend;
 
 struct peso_backend {
@@ -138,6 +157,18 @@ struct peso_backend {
     /* Implementation state (library handles, streams, scratch memory). */
     void *ctx;
     void (*destroy)(peso_backend *be);
+
+    /* ---- ordering ----
+     * Operations run in call order on the backend's one stream (the cpu
+     * backend runs each before returning). A call returning 0 has been
+     * queued and its arguments checked; a fault inside a queued kernel
+     * may be reported by a later call. What waits for the device:
+     * download (the host bytes are there on return), upload and copy
+     * from host memory (the host buffer may be reused on return), free,
+     * every operation with a host output (sumsq, the prox_* and row_kl
+     * values) and sync, which waits for everything queued and reports
+     * any fault. Device-to-device copy and zero do not wait. */
+    int (*sync)(peso_backend *be, peso_err *err);
 
     /* ---- memory (bytes); alloc returns zeroed memory ---- */
     int (*alloc)(peso_backend *be, void **p, size_t bytes, peso_err *err);
@@ -281,9 +312,42 @@ struct peso_backend {
      * may not overlap src. */
     int (*gather_rows)(peso_backend *be, float *dst, const float *src, int n_src, int width,
                        const int32_t *idx, int n, peso_err *err);
+
+    /* ---- decoding ---- */
+    /* out [n, n_sel] = x[r, sel[j]] - lse[r], where lse[r] is the
+     * log-sum-exp over ALL V columns of row r of x [n, V] (maximum
+     * subtracted, summed in double on the cpu backend); lse [n] (may be
+     * NULL) receives it. sel (int32, device) holds n_sel column indices
+     * in [0, V): the beam search reads only the code tokens' columns. */
+    int (*log_softmax_sel)(peso_backend *be, float *out, float *lse, const float *x, int n, int V,
+                           const int32_t *sel, int n_sel, peso_err *err);
+    /* See peso_decode_attn_shape; out is overwritten. */
+    int (*decode_attention)(peso_backend *be, const peso_decode_attn_shape *s, float *out,
+                            const float *q, const float *pk, const float *pv, const float *ok,
+                            const float *ov, peso_err *err);
 };
 
-/* Creates a backend by name ("cpu"); the error lists the built ones. */
+/* What a run asks for (config keys backend, device, precision). */
+typedef struct peso_backend_opts {
+    const char *name; /* "cpu" (NULL: "cpu") or "cuda" */
+    /* cuda: the GPU's index; -1 picks the local rank's (Open MPI's
+     * OMPI_COMM_WORLD_LOCAL_RANK, else Slurm's SLURM_LOCALID, else 0)
+     * modulo the GPUs visible */
+    int device;
+    /* cuda: products in float32 (the mode the equivalence suite compares
+     * with the cpu backend) instead of bf16 operands with float32
+     * accumulation; the cpu backend is float32 always */
+    int f32;
+    /* synchronise and check after every operation, so that an
+     * asynchronous fault is reported by the call that caused it
+     * (also PESO_DEBUG_SYNC=1 in the environment) */
+    int debug_sync;
+} peso_backend_opts;
+
+/* Opens a backend; the error says which are built and, for cuda, why a
+ * device cannot be used. */
+peso_backend *peso_backend_open(const peso_backend_opts *o, peso_err *err);
+/* peso_backend_open with only a name (cuda: the local rank's GPU, bf16). */
 peso_backend *peso_backend_create(const char *name, peso_err *err);
 void peso_backend_destroy(peso_backend *be);
 
@@ -314,5 +378,10 @@ int peso_linear_backward_scaled(peso_backend *be, float *dx, float *dw, const fl
 int peso_gemm_check(const peso_backend *be, const peso_gemm *g, peso_err *err);
 int peso_table_check(const peso_backend *be, const peso_table *t, const char *op, peso_err *err);
 int peso_attn_check(const peso_attn_shape *s, peso_err *err);
+int peso_decode_attn_check(const peso_decode_attn_shape *s, peso_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

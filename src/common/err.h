@@ -7,6 +7,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define PESO_ERR_MSG 2048
 
 typedef struct peso_err {
@@ -35,5 +39,9 @@ char *peso_strdup_check(const char *s, const char *file, int line);
 /* Grows a dynamic array *p of *cap elements of size elt to hold at least
  * need elements (doubling). */
 void peso_grow(void **p, size_t *cap, size_t need, size_t elt);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
