@@ -1,8 +1,25 @@
 /* The backend operation table: every piece of model math goes through one
  * struct peso_backend, so that the model code is written once and runs on
  * the cpu implementation (float32, OpenBLAS, OpenMP; the reference) and on
- * a CUDA implementation that fills the same table (bf16 frozen weights,
- * float32 LoRA state).
+ * the cuda implementation (kernels/cuda.h) that fills the same table.
+ *
+ * Types, decided once for both (DESIGN.md "Backends"):
+ * - Frozen matrices (projection weights, the embedding and head tables'
+ *   frozen rows) are stored in their file's dtype where the backend keeps
+ *   it: bf16 on cuda, float32 on cpu (which converts at load). Norm
+ *   weights, LoRA parameters, new vocabulary rows, gradients, optimizer
+ *   moments and every reduction are float32 (reductions in double where
+ *   said).
+ * - Activations are float32 in memory on both backends: every tensor
+ *   argument below is float *. On cuda in its default bf16 precision the
+ *   products round both operands to bf16 and accumulate in float32 (the
+ *   tensor cores' bf16 path, where the time goes), and everything else
+ *   (norms, softmaxes, attention, SwiGLU, losses) runs in float32. Storing
+ *   activations in bf16 as well would halve their memory traffic but split
+ *   the table into two contracts; the benchmarks of the training issue
+ *   decide whether that pays. In f32 precision (peso_backend_opts.f32)
+ *   cuda computes products in float32 too (bf16 weights widened exactly),
+ *   which is what the equivalence suite compares with the cpu backend.
  *
  * Conventions for every operation:
  * - Tensor arguments are device pointers from be->alloc (on the cpu
@@ -37,7 +54,7 @@ extern "C" {
 
 /* Storage type of frozen weights (the B operand of matmul, embedding and
  * output-head tables). Activations, LoRA parameters, gradients and
- * optimizer moments are always float32. */
+ * optimizer moments are always float32 (see the types above). */
 typedef enum peso_dtype {
     PESO_F32 = 0,
     PESO_BF16 = 1,

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "backend/backend.h"
 #include "common/file.h"
 #include "common/strtab.h"
 
@@ -166,6 +167,19 @@ static const key_def keys[] = {
         "MPI: the last N ranks form the evaluation group, which decodes stage t while the others train "
         "t+1 (0 = the train ranks evaluate between stages)"),
 
+    ENUM("backend.name", backend.name, "cpu|cuda", "cpu",
+         "where the model math runs: cpu (float32, OpenMP + OpenBLAS; the reference) or cuda "
+         "(one NVIDIA GPU per rank; needs a build with nvcc)"),
+    INT("backend.device", backend.device, -1, 4096, "-1",
+        "cuda: the GPU's index on the node; -1 = the rank's local index (Open MPI or Slurm) "
+        "modulo the GPUs visible"),
+    ENUM("backend.precision", backend.precision, "bf16|f32", "bf16",
+         "cuda: bf16 = frozen weights kept in their file's bf16 and products on bf16 operands with "
+         "float32 accumulation (fast); f32 = float32 weights and products, as the cpu backend "
+         "(the mode the equivalence tests compare)"),
+    INT("backend.debug_sync", backend.debug_sync, 0, 1, "0",
+        "1 = synchronise and check after every device operation, so that a kernel fault names "
+        "the operation that caused it (slow; also PESO_DEBUG_SYNC=1)"),
     INT("debug.nan_rank", debug.nan_rank, 0, 1e6, "0", "testing only: the train rank whose loss debug.nan_step poisons"),
     INT("debug.nan_step", debug.nan_step, 0, 1e12, "0",
         "testing only: at this optimizer step of every stage that rank's loss becomes NaN (0 = never)"),
@@ -881,4 +895,13 @@ int peso_conf_cli(peso_conf *c, int n, char **args, const char *prog, void (*usa
         return 1;
     }
     return 0;
+}
+
+void peso_conf_backend_opts(const peso_conf *c, peso_backend_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->name = c->backend.name;
+    o->device = (int)c->backend.device;
+    o->f32 = strcmp(c->backend.precision, "f32") == 0;
+    o->debug_sync = (int)c->backend.debug_sync;
 }

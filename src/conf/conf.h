@@ -124,6 +124,13 @@ typedef struct peso_conf_parallel {
     int64_t eval_ranks;            /* the last ranks of MPI_COMM_WORLD evaluate; 0 = the train ranks do */
 } peso_conf_parallel;
 
+typedef struct peso_conf_backend {
+    char name[16];                 /* cpu | cuda */
+    int64_t device;                /* cuda: GPU index, -1 = the local rank's */
+    char precision[8];             /* cuda: bf16 | f32 */
+    int64_t debug_sync;            /* synchronise and check after every operation */
+} peso_conf_backend;
+
 typedef struct peso_conf_debug {
     int64_t nan_rank;              /* testing only: this train rank's loss ... */
     int64_t nan_step;              /* ... becomes NaN at this optimizer step of a stage (0 = never) */
@@ -144,6 +151,7 @@ typedef struct peso_conf {
     peso_conf_eval eval;
     peso_conf_ckpt ckpt;
     peso_conf_parallel parallel;
+    peso_conf_backend backend;
     peso_conf_debug debug;
 } peso_conf;
 
@@ -164,6 +172,9 @@ void peso_conf_data_fingerprint(const peso_conf *c, char out[17]);
  * keys, model, train, method, seed; stage 1: without method), hex in
  * out[17]. */
 void peso_conf_run_fingerprint(const peso_conf *c, int stage1, char out[17]);
+/* The backend options of the backend.* keys (strings point into c). */
+struct peso_backend_opts;
+void peso_conf_backend_opts(const peso_conf *c, struct peso_backend_opts *o);
 /* The keys of the run digest (stage1 as above) whose values differ
  * between the config text `other` (a resolved YAML dump, as stored in a
  * checkpoint) and c, as "key: <other> vs <c>" lines (malloc'd; "" when

@@ -66,7 +66,8 @@ typedef struct peso_method_stage {
     int rank, size; /* this rank in the train group, for the proximal term's share */
     FILE *log;      /* progress lines (NULL = quiet) */
     const peso_method_env *env;
-    float *prev; /* v_{t-1} while training stage t >= 2, else NULL */
+    float *prev;     /* host: v_{t-1} while training stage t >= 2, else NULL */
+    float *prev_dev; /* the same on the backend, for the proximal terms */
     /* past adapters of the cumulative family (LoRA views used) and their
      * fixed magnitudes (alpha NULL: learnable, in the flat) */
     int n_past;
@@ -103,6 +104,8 @@ int peso_method_of_conf(const peso_conf *c, const peso_method **meth, char *labe
 
 /* Frees what the method and the stage hold (the model keeps what begin
  * or install put on it). */
+/* prev and prev_dev = copies of v (m's flat, host), before begin(). */
+int peso_method_stage_set_prev(peso_method_stage *s, const float *v, peso_err *err);
 void peso_method_stage_free(peso_method_stage *s);
 /* Leaves the model plain: no past adapters, no hook, A trainable. */
 void peso_method_model_plain(peso_llama *m);

@@ -6,7 +6,7 @@ static int prox(peso_method_stage *s, double *value, peso_err *err)
 {
     const peso_proximal *p = s->priv;
     return s->m->be->prox_ortho(s->m->be, &p->groups, s->m->lora.conf.rank, p->lo, p->hi, s->m->params,
-                                s->prev, s->c->method.lambda, s->m->grads, value, err);
+                                s->prev_dev, s->c->method.lambda, s->m->grads, value, err);
 }
 
 const peso_method peso_method_ortho = {

@@ -16,7 +16,7 @@ static int begin(peso_method_stage *s, float *params, peso_err *err)
 static int prox(peso_method_stage *s, double *value, peso_err *err)
 {
     const peso_proximal *p = s->priv;
-    return s->m->be->prox_kl(s->m->be, &p->groups, p->lo, p->hi, s->m->params, s->prev, s->c->method.lambda,
+    return s->m->be->prox_kl(s->m->be, &p->groups, p->lo, p->hi, s->m->params, s->prev_dev, s->c->method.lambda,
                              s->m->grads, value, err);
 }
 

@@ -56,16 +56,35 @@ int peso_method_of_conf(const peso_conf *c, const peso_method **meth, char *labe
     return 0;
 }
 
+int peso_method_stage_set_prev(peso_method_stage *s, const float *v, peso_err *err)
+{
+    peso_backend *be = s->m->be;
+    size_t n = s->m->flat.numel;
+    free(s->prev);
+    if (s->prev_dev)
+        be->free(be, s->prev_dev);
+    s->prev_dev = NULL;
+    s->prev = peso_malloc((n ? n : 1) * sizeof *s->prev);
+    memcpy(s->prev, v, n * sizeof *v);
+    if (be->alloc(be, (void **)&s->prev_dev, (n ? n : 1) * sizeof(float), err) < 0 ||
+        be->upload(be, s->prev_dev, v, n * sizeof *v, err) < 0)
+        return peso_err_prefix(err, "stage %d: v_%d on the backend", s->t, s->t - 1);
+    return 0;
+}
+
 void peso_method_stage_free(peso_method_stage *s)
 {
     if (s->meth && s->meth->free)
         s->meth->free(s);
     free(s->prev);
+    if (s->prev_dev)
+        s->m->be->free(s->m->be, s->prev_dev);
     for (int i = 0; i < s->n_past; i++)
         free(s->past[i]);
     free(s->past);
     free(s->alpha);
     s->prev = NULL;
+    s->prev_dev = NULL;
     s->past = NULL;
     s->alpha = NULL;
     s->n_past = 0;

@@ -94,7 +94,8 @@ typedef struct peso_llama_loss {
 
 typedef struct peso_llama_layer {
     const float *attn_norm, *mlp_norm; /* [hidden] */
-    const void *w[PESO_LORA_NPROJ];    /* nn.Linear weights [out, in], in wdt */
+    const void *w[PESO_LORA_NPROJ];    /* nn.Linear weights [out, in], in wdt[p] */
+    peso_dtype wdt[PESO_LORA_NPROJ];
 } peso_llama_layer;
 
 typedef struct peso_llama_acts peso_llama_acts;
@@ -166,10 +167,13 @@ struct peso_llama {
     char dir[1024];        /* the folder it was loaded from */
     int base_vocab, n_new;
     peso_backend *be; /* not owned */
-    peso_dtype wdt;   /* storage of the frozen matrices */
-    void *wmem;       /* all frozen weights */
+    /* Frozen matrices keep their file's dtype where the backend stores it
+     * (bf16 files on the cuda backend); otherwise, and always for the
+     * norms, float32. */
+    void *wmem; /* all frozen weights */
     peso_llama_layer *layers;
     const void *embed, *head; /* [base_vocab, hidden]; head == embed when tied */
+    peso_dtype embed_dt, head_dt;
     const float *norm;        /* final RMSNorm [hidden] */
     float *inv_freq;          /* [head_dim / 2] */
     peso_lora lora;

@@ -39,7 +39,7 @@ static int proj_backward(peso_llama *m, int l, peso_lora_proj p, float *dx, cons
             peso_llama_past_backward(m, mi, N, dx, dy, a->plu[p], g->dlu, err) < 0)
             return -1;
     }
-    return peso_linear_backward(be, dx, NULL, dy, x, m->layers[l].w[p], m->wdt, N, out, in, 1.0f, err);
+    return peso_linear_backward(be, dx, NULL, dy, x, m->layers[l].w[p], m->layers[l].wdt[p], N, out, in, 1.0f, err);
 }
 
 /* dres: dL/d(layer output) on entry, dL/d(xmid) on return. */

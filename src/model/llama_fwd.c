@@ -7,11 +7,11 @@
 
 #include "model/llama_internal.h"
 
-static peso_table table(const peso_llama *m, const void *base, size_t new_off)
+static peso_table table(const peso_llama *m, const void *base, peso_dtype dt, size_t new_off)
 {
     peso_table t = {
         .base = base,
-        .base_dtype = m->wdt,
+        .base_dtype = dt,
         .n_rows = m->cfg.vocab_size,
         .dim = m->cfg.hidden_size,
         .train_lo = m->base_vocab,
@@ -23,12 +23,12 @@ static peso_table table(const peso_llama *m, const void *base, size_t new_off)
 
 peso_table peso_llama_embed_table(const peso_llama *m)
 {
-    return table(m, m->embed, m->embed_new_off);
+    return table(m, m->embed, m->embed_dt, m->embed_new_off);
 }
 
 peso_table peso_llama_head_table(const peso_llama *m)
 {
-    return table(m, m->head, m->head_new_off);
+    return table(m, m->head, m->head_dt, m->head_new_off);
 }
 
 int peso_llama_proj(peso_llama *m, int l, peso_lora_proj p, int N, float *y, const float *x, float *lu,
@@ -37,7 +37,7 @@ int peso_llama_proj(peso_llama *m, int l, peso_lora_proj p, int N, float *y, con
     peso_backend *be = m->be;
     int in, out;
     peso_lora_proj_dims(&m->cfg, p, &in, &out);
-    if (peso_linear(be, y, x, m->layers[l].w[p], m->wdt, N, out, in, 1.0f, beta, err) < 0)
+    if (peso_linear(be, y, x, m->layers[l].w[p], m->layers[l].wdt[p], N, out, in, 1.0f, beta, err) < 0)
         return -1;
     const peso_lora_module *md = peso_lora_find(&m->lora, l, p);
     if (!md)
@@ -247,7 +247,7 @@ int peso_llama_head_logits(peso_llama *m, const float *hs, int n_pos, float *out
         sc->host = peso_malloc(sc->cap_logits * sizeof(float));
     }
     float *dev = sc->logits, *host = sc->host, *dnew = dev + (size_t)n_pos * Vb;
-    int rc = peso_linear(be, dev, hs, m->head, m->wdt, n_pos, Vb, C, 1.0f, 0.0f, err);
+    int rc = peso_linear(be, dev, hs, m->head, m->head_dt, n_pos, Vb, C, 1.0f, 0.0f, err);
     if (rc == 0 && m->n_new)
         rc = peso_linear(be, dnew, hs, m->params + m->head_new_off, PESO_F32, n_pos, m->n_new, C, 1.0f, 0.0f,
                          err);

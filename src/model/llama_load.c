@@ -46,48 +46,80 @@ static size_t up64(size_t bytes)
     return (bytes + 63) & ~(size_t)63;
 }
 
-static void *carve(char *base, size_t *off, size_t numel)
+static void *carve(char *base, size_t *off, size_t numel, peso_dtype dt)
 {
     void *p = base ? base + *off : NULL;
-    *off += up64(numel * sizeof(float));
+    *off += up64(numel * peso_dtype_size(dt));
     return p;
 }
 
-/* Sizes (base NULL) or assigns the weight pointers of m; returns bytes. */
+/* Sizes (base NULL) or assigns the weight pointers of m, whose dtypes
+ * are set (storage_dtypes); returns bytes. */
 static size_t weights_layout(peso_llama *m, char *base)
 {
     const peso_llama_config *c = &m->cfg;
     size_t off = 0, C = (size_t)c->hidden_size, table = (size_t)m->base_vocab * C;
-    m->embed = carve(base, &off, table);
-    m->head = c->tie_word_embeddings ? m->embed : carve(base, &off, table);
-    m->norm = carve(base, &off, C);
+    m->embed = carve(base, &off, table, m->embed_dt);
+    m->head = c->tie_word_embeddings ? m->embed : carve(base, &off, table, m->head_dt);
+    m->norm = carve(base, &off, C, PESO_F32);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         peso_llama_layer *ly = &m->layers[l];
-        ly->attn_norm = carve(base, &off, C);
-        ly->mlp_norm = carve(base, &off, C);
+        ly->attn_norm = carve(base, &off, C, PESO_F32);
+        ly->mlp_norm = carve(base, &off, C, PESO_F32);
         for (int p = 0; p < PESO_LORA_NPROJ; p++) {
             int in, out;
             peso_lora_proj_dims(c, (peso_lora_proj)p, &in, &out);
-            ly->w[p] = carve(base, &off, (size_t)in * (size_t)out);
+            ly->w[p] = carve(base, &off, (size_t)in * (size_t)out, ly->wdt[p]);
         }
     }
     return off;
 }
 
+static void proj_name(char *name, size_t size, int l, int p)
+{
+    snprintf(name, size, "model.layers.%d.%s.%s.weight", l, peso_lora_proj_parent((peso_lora_proj)p),
+             peso_lora_proj_name((peso_lora_proj)p));
+}
+
+/* A frozen matrix stays bf16 when its file stores bf16 and the backend
+ * keeps bf16 weights (cuda); anything else is converted to float32. A
+ * missing tensor is reported when it is loaded. */
+static peso_dtype storage_dtype(const peso_llama *m, const peso_st *st, const char *name)
+{
+    const peso_st_tensor *t = peso_st_find(st, name);
+    return t && !strcmp(t->dtype, "BF16") && peso_backend_supports(m->be, PESO_BF16) ? PESO_BF16 : PESO_F32;
+}
+
+static void storage_dtypes(peso_llama *m, const peso_st *st)
+{
+    const peso_llama_config *c = &m->cfg;
+    char name[128];
+    m->embed_dt = storage_dtype(m, st, "model.embed_tokens.weight");
+    m->head_dt = c->tie_word_embeddings ? m->embed_dt : storage_dtype(m, st, "lm_head.weight");
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (int p = 0; p < PESO_LORA_NPROJ; p++) {
+            proj_name(name, sizeof name, l, p);
+            m->layers[l].wdt[p] = storage_dtype(m, st, name);
+        }
+}
+
 struct loader {
     peso_llama *m;
     const peso_st *st;
-    float *stage; /* host, the largest tensor */
+    void *stage; /* host, the largest tensor in float32 */
 };
 
-static int load_tensor(struct loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, const void *dst,
-                       peso_err *err)
+static int load_tensor(struct loader *ld, const char *name, int ndim, int64_t d0, int64_t d1, peso_dtype dt,
+                       const void *dst, peso_err *err)
 {
     int64_t dims[2] = {d0, d1};
     size_t n = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
-    if (peso_st_load_f32(ld->st, name, ndim, dims, ld->stage, err) < 0)
+    const peso_st_tensor *t;
+    if (peso_st_get(ld->st, name, &t, err) < 0 || peso_st_expect(t, ndim, dims, err) < 0)
         return -1;
-    return ld->m->be->upload(ld->m->be, (void *)dst, ld->stage, n * sizeof(float), err);
+    if ((dt == PESO_BF16 ? peso_st_to_bf16(t, ld->stage, err) : peso_st_to_f32(t, ld->stage, err)) < 0)
+        return -1;
+    return ld->m->be->upload(ld->m->be, (void *)dst, ld->stage, n * peso_dtype_size(dt), err);
 }
 
 static int load_layer(struct loader *ld, int l, peso_err *err)
@@ -96,17 +128,16 @@ static int load_layer(struct loader *ld, int l, peso_err *err)
     peso_llama_layer *ly = &ld->m->layers[l];
     char name[128];
     snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-    if (load_tensor(ld, name, 1, c->hidden_size, 0, ly->attn_norm, err) < 0)
+    if (load_tensor(ld, name, 1, c->hidden_size, 0, PESO_F32, ly->attn_norm, err) < 0)
         return -1;
     snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-    if (load_tensor(ld, name, 1, c->hidden_size, 0, ly->mlp_norm, err) < 0)
+    if (load_tensor(ld, name, 1, c->hidden_size, 0, PESO_F32, ly->mlp_norm, err) < 0)
         return -1;
     for (int p = 0; p < PESO_LORA_NPROJ; p++) {
         int in, out;
         peso_lora_proj_dims(c, (peso_lora_proj)p, &in, &out);
-        snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l,
-                 peso_lora_proj_parent((peso_lora_proj)p), peso_lora_proj_name((peso_lora_proj)p));
-        if (load_tensor(ld, name, 2, out, in, ly->w[p], err) < 0)
+        proj_name(name, sizeof name, l, p);
+        if (load_tensor(ld, name, 2, out, in, ly->wdt[p], ly->w[p], err) < 0)
             return -1;
     }
     return 0;
@@ -118,6 +149,7 @@ static int load_weights(peso_llama *m, peso_err *err)
     peso_st *st;
     if (peso_st_open_dir(&st, m->dir, err) < 0)
         return -1;
+    storage_dtypes(m, st);
     size_t wbytes = weights_layout(m, NULL);
     if (m->be->alloc(m->be, &m->wmem, wbytes, err) < 0) {
         peso_st_close(st);
@@ -132,13 +164,14 @@ static int load_weights(peso_llama *m, peso_err *err)
             biggest = (size_t)in * (size_t)out;
     }
     struct loader ld = {m, st, peso_malloc(biggest * sizeof(float))};
-    int rc = load_tensor(&ld, "model.embed_tokens.weight", 2, m->base_vocab, c->hidden_size, m->embed, err);
+    int rc = load_tensor(&ld, "model.embed_tokens.weight", 2, m->base_vocab, c->hidden_size, m->embed_dt,
+                         m->embed, err);
     for (int l = 0; l < c->num_hidden_layers && rc == 0; l++)
         rc = load_layer(&ld, l, err);
     if (rc == 0)
-        rc = load_tensor(&ld, "model.norm.weight", 1, c->hidden_size, 0, m->norm, err);
+        rc = load_tensor(&ld, "model.norm.weight", 1, c->hidden_size, 0, PESO_F32, m->norm, err);
     if (rc == 0 && !c->tie_word_embeddings)
-        rc = load_tensor(&ld, "lm_head.weight", 2, m->base_vocab, c->hidden_size, m->head, err);
+        rc = load_tensor(&ld, "lm_head.weight", 2, m->base_vocab, c->hidden_size, m->head_dt, m->head, err);
     free(ld.stage);
     peso_st_close(st);
     return rc;
@@ -243,7 +276,6 @@ int peso_llama_load(peso_llama **out, const char *dir, peso_backend *be, const p
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     snprintf(path, sizeof path, "%s/config.json", dir);
     m->be = be;
-    m->wdt = PESO_F32;
     if (peso_llama_config_load(&m->cfg, path, err) < 0 || peso_llama_config_check(&m->cfg, path, err) < 0) {
         free(m);
         return -1;

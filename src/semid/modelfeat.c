@@ -137,10 +137,10 @@ static int run_all(peso_llama *m, const item_tokens *it, size_t n, float *x, pes
     return 0;
 }
 
-int peso_semid_model_features(const char *dir, int max_tokens, const peso_semid_items *items, float **x,
-                              int *dim, peso_err *err)
+int peso_semid_model_features(const char *dir, int max_tokens, const peso_semid_items *items,
+                              const peso_backend_opts *bo, float **x, int *dim, peso_err *err)
 {
-    peso_backend *be = peso_backend_create("cpu", err);
+    peso_backend *be = peso_backend_open(bo, err);
     if (!be)
         return peso_err_prefix(err, "semid.model");
     peso_llama_opts o;

@@ -5,17 +5,19 @@
  * those tokens (peso_llama_hidden_mean). An item without text is the BOS
  * token alone, so such items share one vector and are told apart by the
  * collision level. The base weights only: no LoRA, no added tokens. Runs
- * on the cpu backend; items are batched by token length. */
+ * on the backend the config names (backend.*); items are batched by token
+ * length. */
 #ifndef PESO_SEMID_MODELFEAT_H
 #define PESO_SEMID_MODELFEAT_H
 
+#include "backend/backend.h"
 #include "common/err.h"
 #include "semid/items.h"
 
 /* Rows x (malloc'd, [items->n, *dim]) in dataset item order, *dim
  * = the model's hidden size. A folder without a BOS token fails on the
  * first item without text, naming it. */
-int peso_semid_model_features(const char *dir, int max_tokens, const peso_semid_items *items, float **x,
-                              int *dim, peso_err *err);
+int peso_semid_model_features(const char *dir, int max_tokens, const peso_semid_items *items,
+                              const peso_backend_opts *bo, float **x, int *dim, peso_err *err);
 
 #endif

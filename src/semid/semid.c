@@ -501,7 +501,9 @@ static int item_features(const peso_semid_items *items, const peso_conf *c, floa
             return peso_errf(err, "semid.features model needs semid.model (a Hugging Face model folder)");
         if (conf_int("semid.model_max_tokens", c->semid.model_max_tokens, 1, 1 << 20, &max, err))
             return -1;
-        return peso_semid_model_features(c->semid.model, max, items, x, dim, err);
+        peso_backend_opts bo;
+        peso_conf_backend_opts(c, &bo);
+        return peso_semid_model_features(c->semid.model, max, items, &bo, x, dim, err);
     }
     if (strcmp(f, "text") != 0)
         return peso_errf(err, "semid.features = '%s', expected text, embeddings or model", f);

@@ -118,7 +118,9 @@ static int open_model(peso_run *r, peso_err *err)
     o.n_new = n_new;
     o.seed = c->seed;
     o.n_magnitudes = r->meth->flags & PESO_METHOD_MAGNITUDES ? r->n_blocks - 1 : 0;
-    r->be = peso_backend_create("cpu", err);
+    peso_backend_opts bo;
+    peso_conf_backend_opts(c, &bo);
+    r->be = peso_backend_open(&bo, err);
     if (!r->be || peso_llama_load(&r->m, r->model_dir, r->be, &o, err) < 0)
         return -1;
     return 0;

@@ -143,8 +143,10 @@ static int setup_method(peso_trainer *tr, peso_err *err)
         free(params);
         return peso_err_prefix(err, "stage %d needs stage %d's final checkpoint", t, t - 1);
     }
-    s->ms.prev = peso_malloc(n * sizeof *s->ms.prev);
-    memcpy(s->ms.prev, params, n * sizeof *params);
+    if (peso_method_stage_set_prev(&s->ms, params, err) < 0) {
+        free(params);
+        return -1;
+    }
     if (r->meth->begin)
         rc = r->meth->begin(&s->ms, params, err);
     if (rc == 0)

@@ -96,7 +96,7 @@ Test(model_features, rows_are_each_items_own_mean_hidden_state, .timeout = 60)
     peso_err err;
     float *x = NULL;
     int dim = 0;
-    cr_assert_eq(peso_semid_model_features(dir, MAX_TOK, &it, &x, &dim, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_semid_model_features(dir, MAX_TOK, &it, &(peso_backend_opts){.name = "cpu"}, &x, &dim, &err), 0, "%s", err.msg);
     cr_assert_eq(dim, rep.config.hidden_size);
 
     peso_backend *be = peso_backend_create("cpu", &err);

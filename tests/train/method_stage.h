@@ -127,7 +127,7 @@ static inline float *stage_begin(mfx *f, peso_method_stage *ms, const peso_ckpt 
     if (ms->meth->load)
         cr_assert_eq(ms->meth->load(ms, ck ? ck : &empty, &err), 0, "%s load: %s", ms->meth->name, err.msg);
     peso_ckpt_free(&empty);
-    ms->prev = copy_flat(f->s.m, v);
+    cr_assert_eq(peso_method_stage_set_prev(ms, v, &err), 0, "%s", err.msg);
     float *params = copy_flat(f->s.m, v);
     if (ms->meth->begin)
         cr_assert_eq(ms->meth->begin(ms, params, &err), 0, "%s %s begin: %s", ms->meth->name,
