@@ -94,12 +94,13 @@ typedef struct cov_sum {
     peso_llama *m;
     double *cov;
     long n_tok;
+    peso_inflora_cov w;
 } cov_sum;
 
 static int add_batch(void *arg, const peso_llama_batch *b, peso_err *err)
 {
     cov_sum *c = arg;
-    return peso_inflora_cov_add(c->m, b, c->cov, &c->n_tok, err);
+    return peso_inflora_cov_add(&c->w, c->m, b, c->cov, &c->n_tok, err);
 }
 
 /* The module-input covariance of stage k's training windows under the
@@ -109,9 +110,11 @@ static int add_batch(void *arg, const peso_llama_batch *b, peso_err *err)
  * the float sums). It is one forward pass per stage. */
 static int input_cov(peso_method_stage *s, int k, double *cov, peso_err *err)
 {
-    cov_sum c = {s->m, cov, 0};
+    cov_sum c = {s->m, cov, 0, {0}};
     memset(cov, 0, peso_inflora_cov_numel(s->m) * sizeof *cov);
-    return s->env->each_batch(s->env->ctx, k, add_batch, &c, err);
+    int rc = s->env->each_batch(s->env->ctx, k, add_batch, &c, err);
+    peso_inflora_cov_free(&c.w, s->m);
+    return rc;
 }
 
 /* Adds the inputs of covariance cov to every module's basis; each keeps

@@ -59,6 +59,7 @@ Test(input_cov, numel_is_the_sum_of_squared_inputs)
  * empty row must not count. */
 Test(input_cov, layer0_qkv_by_hand)
 {
+    peso_inflora_cov w = {0};
     setup s;
     setup_open(&s, 0, 0, PESO_LORA_ALL, 7);
     setup_randomize_b(&s, 8);
@@ -70,7 +71,7 @@ Test(input_cov, layer0_qkv_by_hand)
     double *cov = calloc(n, sizeof *cov);
     long n_tok = 5;
     peso_err err;
-    cr_assert_eq(peso_inflora_cov_add(s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_inflora_cov_add(&w, s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
     cr_assert_eq(n_tok, 5 + 9);
     int C = s.m->cfg.hidden_size;
     double *want = calloc((size_t)C * C, sizeof *want), *x = malloc((size_t)C * sizeof *x);
@@ -89,6 +90,7 @@ Test(input_cov, layer0_qkv_by_hand)
         expect_block(cov + block_at(s.m, p), want, C, peso_lora_proj_name((peso_lora_proj)p));
     free(want);
     free(x);
+    peso_inflora_cov_free(&w, s.m);
     free(cov);
     setup_close(&s);
 }
@@ -98,6 +100,7 @@ Test(input_cov, layer0_qkv_by_hand)
  * second call adds the same again. */
 Test(input_cov, every_module_matches_reference_and_adds)
 {
+    peso_inflora_cov w = {0};
     setup s;
     setup_open(&s, 0, 3, PESO_LORA_ALL, 11);
     setup_randomize_b(&s, 12);
@@ -109,8 +112,8 @@ Test(input_cov, every_module_matches_reference_and_adds)
     double *cov = calloc(n, sizeof *cov), *want = calloc(n, sizeof *want);
     long n_tok = 0;
     peso_err err;
-    cr_assert_eq(peso_inflora_cov_add(s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
-    cr_assert_eq(peso_inflora_cov_add(s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_inflora_cov_add(&w, s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_inflora_cov_add(&w, s.m, &v, cov, &n_tok, &err), 0, "%s", err.msg);
     cr_assert_eq(n_tok, 2 * 11);
     for (int r = 0; r < b.B; r++) {
         ref_inputs ri;
@@ -129,6 +132,7 @@ Test(input_cov, every_module_matches_reference_and_adds)
         snprintf(what, sizeof what, "layer %d %s", md->layer, peso_lora_proj_name(md->proj));
         expect_block(cov + block_at(s.m, mi), want + block_at(s.m, mi), md->in, what);
     }
+    peso_inflora_cov_free(&w, s.m);
     free(cov);
     free(want);
     setup_close(&s);
@@ -136,6 +140,7 @@ Test(input_cov, every_module_matches_reference_and_adds)
 
 Test(input_cov, refuses_a_bad_batch_and_adds_nothing)
 {
+    peso_inflora_cov w = {0};
     setup s;
     setup_open(&s, 1, 0, PESO_LORA_ALL, 15);
     tbatch b;
@@ -146,10 +151,11 @@ Test(input_cov, refuses_a_bad_batch_and_adds_nothing)
     double *cov = calloc(peso_inflora_cov_numel(s.m), sizeof *cov);
     long n_tok = 3;
     peso_err err;
-    cr_assert_eq(peso_inflora_cov_add(s.m, &v, cov, &n_tok, &err), -1);
+    cr_assert_eq(peso_inflora_cov_add(&w, s.m, &v, cov, &n_tok, &err), -1);
     cr_assert(strstr(err.msg, "length 5"), "%s", err.msg);
     cr_assert_eq(n_tok, 3);
     cr_assert_eq(cov[0], 0.0);
+    peso_inflora_cov_free(&w, s.m);
     free(cov);
     setup_close(&s);
 }
