@@ -156,6 +156,12 @@ int peso_cuda_decode_attention(peso_backend *be, const peso_decode_attn_shape *s
 int peso_cuda_f32_to_bf16(peso_backend *be, void *dst, const float *src, size_t n, peso_err *err);
 int peso_cuda_bf16_to_f32(peso_backend *be, float *dst, const void *src, size_t n, peso_err *err);
 
+/* The scalars of a product with a device scale (cuda_ops.cu, used by
+ * cuda_matmul.c): dst[0] = alpha * *alpha_dev, dst[1] = beta, on the
+ * stream. */
+int peso_cuda_gemm_scalars(peso_backend *be, float *dst, float alpha, const float *alpha_dev, float beta,
+                           peso_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -356,7 +356,7 @@ static int warp_blocks(const char *op, size_t items, unsigned *blocks, peso_err 
 int peso_cuda_attention(peso_backend *be, const peso_attn_shape *s, float *out, float *lse, const float *q,
                         const float *k, const float *v, const int32_t *seq_len, peso_err *err)
 {
-    unsigned blocks;
+    unsigned blocks = 0;
     if (attn_args("attention", s, err) < 0 ||
         warp_blocks("attention", (size_t)s->batch * s->n_head * s->seq, &blocks, err) < 0)
         return -1;
@@ -371,7 +371,7 @@ int peso_cuda_attention_backward(peso_backend *be, const peso_attn_shape *s, flo
                                  const float *dout, const float *q, const float *k, const float *v,
                                  const float *out, const float *lse, const int32_t *seq_len, peso_err *err)
 {
-    unsigned q_blocks, kv_blocks;
+    unsigned q_blocks = 0, kv_blocks = 0;
     size_t rows = (size_t)s->batch * s->n_head * s->seq;
     if (attn_args("attention_backward", s, err) < 0 ||
         warp_blocks("attention_backward", rows, &q_blocks, err) < 0 ||
@@ -403,7 +403,7 @@ int peso_cuda_decode_attention(peso_backend *be, const peso_decode_attn_shape *s
                                const float *pk, const float *pv, const float *ok, const float *ov,
                                peso_err *err)
 {
-    unsigned blocks;
+    unsigned blocks = 0;
     if (peso_decode_attn_check(s, err) < 0 || dim_check("decode_attention", s->head_dim, err) < 0 ||
         warp_blocks("decode_attention", (size_t)s->n_beam * s->n_head, &blocks, err) < 0)
         return -1;

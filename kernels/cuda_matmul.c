@@ -11,11 +11,6 @@
  *   scratch; bf16 products accumulate in float32 into a float32 C. */
 #include "kernels/cuda.h"
 
-/* Defined in cuda_ops.cu, declared here because it serves this file
- * only: dst[0] = alpha * *alpha_dev, dst[1] = beta, on the stream. */
-int peso_cuda_gemm_scalars(peso_backend *be, float *dst, float alpha, const float *alpha_dev, float beta,
-                           peso_err *err);
-
 /* Sub-buffers carved from one scratch request start at this alignment. */
 #define ALIGN 256
 
