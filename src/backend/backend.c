@@ -4,6 +4,7 @@
 #include "backend/backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu.h"
@@ -14,8 +15,12 @@
 peso_backend *peso_backend_open(const peso_backend_opts *o, peso_err *err)
 {
     const char *name = o->name ? o->name : "cpu";
-    if (strcmp(name, "cpu") == 0)
+    if (strcmp(name, "cpu") == 0) {
+        const char *guard = getenv("PESO_CPU_GUARD");
+        if (guard && strcmp(guard, "") && strcmp(guard, "0"))
+            return peso_backend_cpu_guard_create(err);
         return peso_backend_cpu_create(err);
+    }
     if (strcmp(name, "cuda") == 0) {
 #ifdef PESO_HAVE_CUDA
         return peso_backend_cuda_create(o, err);

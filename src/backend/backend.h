@@ -362,7 +362,10 @@ typedef struct peso_backend_opts {
 } peso_backend_opts;
 
 /* Opens a backend; the error says which are built and, for cuda, why a
- * device cannot be used. */
+ * device cannot be used. With PESO_CPU_GUARD=1 in the environment, "cpu"
+ * hands out memory the host cannot dereference (cpu_guard.c): a check,
+ * without a GPU, that callers touch backend memory through the table
+ * only. */
 peso_backend *peso_backend_open(const peso_backend_opts *o, peso_err *err);
 /* peso_backend_open with only a name (cuda: the local rank's GPU, bf16). */
 peso_backend *peso_backend_create(const char *name, peso_err *err);

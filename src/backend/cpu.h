@@ -9,6 +9,9 @@
 #include "backend/backend.h"
 
 peso_backend *peso_backend_cpu_create(peso_err *err);
+/* The same with device memory the host cannot dereference (cpu_guard.c);
+ * peso_backend_open("cpu") makes it when PESO_CPU_GUARD=1. */
+peso_backend *peso_backend_cpu_guard_create(peso_err *err);
 
 int peso_cpu_matmul(peso_backend *be, const peso_gemm *g, float *c, const float *a, const void *b,
                     peso_err *err);

@@ -174,9 +174,9 @@ static const key_def keys[] = {
         "cuda: the GPU's index on the node; -1 = the rank's local index (Open MPI or Slurm) "
         "modulo the GPUs visible"),
     ENUM("backend.precision", backend.precision, "bf16|f32", "bf16",
-         "cuda: bf16 = frozen weights kept in their file's bf16 and products on bf16 operands with "
-         "float32 accumulation (fast); f32 = float32 weights and products, as the cpu backend "
-         "(the mode the equivalence tests compare)"),
+         "cuda: bf16 = products on bf16 operands with float32 accumulation (fast); f32 = products "
+         "in float32, as the cpu backend (the mode the equivalence tests compare). Either way "
+         "frozen weights stay in their file's dtype and activations are float32"),
     INT("backend.debug_sync", backend.debug_sync, 0, 1, "0",
         "1 = synchronise and check after every device operation, so that a kernel fault names "
         "the operation that caused it (slow; also PESO_DEBUG_SYNC=1)"),

@@ -50,10 +50,6 @@
 /* Flat view names of the trainable rows appended to the vocabulary. */
 #define PESO_LLAMA_EMBED_NEW "model.embed_tokens.weight.new_rows"
 #define PESO_LLAMA_HEAD_NEW "lm_head.weight.new_rows"
-/* Floats after the gradient buffer's flat.numel that the model never
- * touches: the trainer puts a step's loss sums and flags there, so that
- * they travel in the one all-reduce of the gradients. */
-#define PESO_LLAMA_GRAD_TAIL 8
 /* RNG stream of the new rows' init (seeded by peso_llama_opts.seed). */
 #define PESO_LLAMA_NEW_ROWS_STREAM 0x4e657752u /* "NewR" */
 #define PESO_LLAMA_NEW_ROWS_STD 0.02
@@ -182,7 +178,7 @@ struct peso_llama {
     size_t embed_new_off, head_new_off; /* when n_new > 0; equal when tied */
     int n_magnitudes;
     size_t mag_off;        /* PESO_LLAMA_MAGNITUDES, when n_magnitudes > 0 */
-    float *params, *grads; /* device [flat.numel]; grads has PESO_LLAMA_GRAD_TAIL more */
+    float *params, *grads; /* device [flat.numel] */
     int freeze_a;          /* the backward leaves every A's gradient alone */
     peso_llama_past past;
     peso_llama_hook hook; /* forward and backward NULL: none */

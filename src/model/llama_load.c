@@ -230,7 +230,7 @@ static int build_flat(peso_llama *m, const peso_llama_opts *o, peso_err *err)
         return -1;
     size_t bytes = (m->flat.numel ? m->flat.numel : 1) * sizeof(float);
     if (m->be->alloc(m->be, (void **)&m->params, bytes, err) < 0 ||
-        m->be->alloc(m->be, (void **)&m->grads, bytes + PESO_LLAMA_GRAD_TAIL * sizeof(float), err) < 0)
+        m->be->alloc(m->be, (void **)&m->grads, bytes, err) < 0)
         return peso_err_prefix(err, "trainable parameters (%zu floats)", m->flat.numel);
     float *host = peso_calloc(m->flat.numel ? m->flat.numel : 1, sizeof(float));
     peso_lora_init(&m->lora, host, o->seed);

@@ -55,7 +55,8 @@ typedef struct peso_trainer {
     int n_fr;
     float *fr_copy; /* device, the frozen values in range order */
     peso_batcher batcher;
-    int32_t *mine; /* this rank's windows of a step */
+    float *host_grads; /* host [numel + PESO_STEP_TAIL_N]: the all-reduce's staging */
+    int32_t *mine;     /* this rank's windows of a step */
     size_t cap_mine;
     int epochs;
     int64_t total_steps;
@@ -84,8 +85,7 @@ typedef struct peso_step_out {
 } peso_step_out;
 
 /* The step's statistics that ride in the gradient all-reduce, as floats
- * after the flat (in the gradient buffer's PESO_LLAMA_GRAD_TAIL spare
- * floats): summed over the train ranks, they give the step's data and
+ * after the flat (in the trainer's host staging buffer): summed over the train ranks, they give the step's data and
  * proximal sums, its tokens, how many ranks saw a non-finite loss and
  * whether any was asked to stop. */
 #define PESO_STEP_TAIL_N 5

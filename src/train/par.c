@@ -55,6 +55,17 @@ int peso_par_allreduce_f(const peso_par *p, float *buf, size_t n, peso_err *err)
     return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "Allreduce of the gradients", err);
 }
 
+int peso_par_allreduce_grads(const peso_par *p, peso_backend *be, float *dev, size_t n, float *host, size_t n_tail,
+                             peso_err *err)
+{
+    if (p->gsize < 2)
+        return 0;
+    if (be->download(be, host, dev, n * sizeof *host, err) < 0 ||
+        peso_par_allreduce_f(p, host, n + n_tail, err) < 0)
+        return -1;
+    return be->upload(be, dev, host, n * sizeof *host, err);
+}
+
 int peso_par_allreduce_d(const peso_par *p, double *buf, size_t n, peso_err *err)
 {
     if (p->gsize < 2)

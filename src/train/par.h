@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "backend/backend.h"
 #include "common/err.h"
 
 typedef struct peso_par {
@@ -33,6 +34,13 @@ void peso_par_range(size_t n, int r, int size, size_t *lo, size_t *hi);
 
 /* Sums n floats / doubles in place over the group (a no-op for one rank). */
 int peso_par_allreduce_f(const peso_par *p, float *buf, size_t n, peso_err *err);
+/* The step's gradient all-reduce: dev [n] (backend memory) summed over
+ * the group through host [n + n_tail], whose last n_tail floats the
+ * caller has filled (statistics riding in the same message) and reads
+ * back summed. MPI sums host memory, so dev crosses by download and
+ * upload; with one rank nothing moves. */
+int peso_par_allreduce_grads(const peso_par *p, peso_backend *be, float *dev, size_t n, float *host, size_t n_tail,
+                             peso_err *err);
 int peso_par_allreduce_d(const peso_par *p, double *buf, size_t n, peso_err *err);
 /* Sums n doubles onto the group's root (rank 0). */
 int peso_par_reduce_d(const peso_par *p, double *buf, size_t n, peso_err *err);

@@ -217,6 +217,7 @@ int peso_trainer_setup(peso_trainer *tr, peso_err *err)
         return -1;
     if (plan_frozen(tr, err) < 0)
         return -1;
+    tr->host_grads = peso_malloc((r->m->flat.numel + PESO_STEP_TAIL_N) * sizeof *tr->host_grads);
     return setup_optim(tr, err);
 }
 
@@ -226,6 +227,7 @@ void peso_trainer_free(peso_trainer *tr)
     if (tr->fr_copy)
         r->be->free(r->be, tr->fr_copy);
     free(tr->fr);
+    free(tr->host_grads);
     free(tr->mine);
     peso_optim_free(&tr->opt);
     peso_batcher_free(&tr->batcher);

@@ -50,8 +50,6 @@ static int prox_term(peso_trainer *tr, double *value, peso_err *err)
 }
 
 enum { TAIL_DATA, TAIL_PROX, TAIL_TOKENS, TAIL_BAD, TAIL_STOP };
-_Static_assert(PESO_STEP_TAIL_N <= PESO_LLAMA_GRAD_TAIL,
-               "the tail rides in the gradient buffer's spare floats");
 
 void peso_step_tail_pack(const peso_step_tail *t, float out[PESO_STEP_TAIL_N])
 {
@@ -114,10 +112,11 @@ int peso_train_step(peso_trainer *tr, const peso_steps *st, size_t i, int64_t st
     peso_step_tail mine = {sum, psum, tokens, bad, stop_signal != 0}, all;
     float tail[PESO_STEP_TAIL_N];
     peso_step_tail_pack(&mine, tail);
-    if (m->be->upload(m->be, m->grads + m->flat.numel, tail, sizeof tail, err) < 0 ||
-        peso_par_allreduce_f(par, m->grads, m->flat.numel + PESO_STEP_TAIL_N, err) < 0 ||
-        m->be->download(m->be, tail, m->grads + m->flat.numel, sizeof tail, err) < 0)
+    float *h = tr->host_grads;
+    memcpy(h + m->flat.numel, tail, sizeof tail);
+    if (peso_par_allreduce_grads(par, m->be, m->grads, m->flat.numel, h, PESO_STEP_TAIL_N, err) < 0)
         return -1;
+    memcpy(tail, h + m->flat.numel, sizeof tail);
     peso_step_tail_unpack(tail, &all);
     o->data = all.data / (double)labels;
     o->prox = all.prox;

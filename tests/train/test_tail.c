@@ -25,11 +25,6 @@ static void reduce(const peso_step_tail *ranks, int n, peso_step_tail *out)
     peso_step_tail_unpack(sum, out);
 }
 
-Test(tail, fits_in_the_gradient_buffers_spare_floats)
-{
-    cr_expect_leq(PESO_STEP_TAIL_N, PESO_LLAMA_GRAD_TAIL);
-}
-
 Test(tail, one_rank_round_trips)
 {
     peso_step_tail in = {123.25, 0.5, 4096, 1, 1}, out;

@@ -10,7 +10,7 @@
  * code tokens as labels) is dealt to the ranks, prompt j to rank j mod N;
  * each rank runs forward and backward on its share with grad_scale = 1 /
  * the global label count, then ONE all-reduce over the flat gradient buffer
- * (flat.numel + PESO_LLAMA_GRAD_TAIL floats), then the same clipped AdamW
+ * (flat.numel + BENCH_TAIL floats, as the trainer's), then the same clipped AdamW
  * update on every rank. Each timed step starts after an MPI_Barrier; every
  * phase is the slowest rank's, and the table gives medians over the timed
  * steps. The global loss and gradient norm of step 1 do not depend on N
@@ -39,6 +39,10 @@
 #include "hf/tokenizer.h"
 #include "optim/optim.h"
 #include "train/par.h"
+
+/* floats of step statistics that ride after the gradients in the
+ * trainer's all-reduce (train/internal.h PESO_STEP_TAIL_N) */
+#define BENCH_TAIL 5
 
 #define HIST 20
 #define LEVELS 4
@@ -276,8 +280,8 @@ static void free_batch(bench_batch *bb)
 
 /* One training step of this rank: phase times into t[PH_N], the local
  * loss sum into *sum and the global gradient norm into *gnorm. */
-static int timed_step(peso_llama *m, peso_optim *opt, const peso_par *par, const bench_batch *bb, double *t,
-                      double *sum, double *gnorm, peso_err *err)
+static int timed_step(peso_llama *m, peso_optim *opt, const peso_par *par, const bench_batch *bb, float *host,
+                      double *t, double *sum, double *gnorm, peso_err *err)
 {
     peso_llama_batch b = {.B = bb->mine, .T = bb->T, .ids = bb->ids, .lens = bb->lens, .labels = bb->labels};
     peso_llama_loss L = {0};
@@ -288,7 +292,7 @@ static int timed_step(peso_llama *m, peso_optim *opt, const peso_par *par, const
         peso_llama_forward_backward(m, &b, 1.0f / (float)bb->global_labels, &L, err))
         return -1;
     double t1 = peso_now();
-    if (peso_par_allreduce_f(par, m->grads, m->flat.numel + PESO_LLAMA_GRAD_TAIL, err))
+    if (peso_par_allreduce_grads(par, m->be, m->grads, m->flat.numel, host, BENCH_TAIL, err))
         return -1;
     double t2 = peso_now();
     if (peso_optim_clip_step(opt, m->params, m->grads, LR, MAX_GRAD_NORM, gnorm, err))
@@ -337,10 +341,12 @@ static int run_steps(peso_llama *m, const peso_par *par, const bench_batch *bb, 
     peso_optim_hparams hp;
     peso_optim_defaults(&hp);
     memset(&opt, 0, sizeof opt);
+    float *host = peso_calloc(m->flat.numel + BENCH_TAIL, sizeof *host);
     if (peso_optim_init(&opt, m->be, m->flat.numel, &hp, err))
         rc = -1;
     for (int s = 0; s < n && rc == 0; s++)
-        rc = timed_step(m, &opt, par, bb, t + (size_t)s * PH_N, &sum[s], &gn[s], err);
+        rc = timed_step(m, &opt, par, bb, host, t + (size_t)s * PH_N, &sum[s], &gn[s], err);
+    free(host);
     if (rc == 0 &&
         (peso_par_allreduce_d(par, sum, (size_t)n, err) ||
          (par->gsize > 1 && MPI_Allreduce(MPI_IN_PLACE, t, n * PH_N, MPI_DOUBLE, MPI_MAX, par->group))))
@@ -354,7 +360,7 @@ static int run_steps(peso_llama *m, const peso_par *par, const bench_batch *bb, 
         res->loss1 = sum[0] / (double)bb->global_labels;
         res->loss_last = sum[n - 1] / (double)bb->global_labels;
         res->gnorm1 = gn[0];
-        res->grad_floats = m->flat.numel + PESO_LLAMA_GRAD_TAIL;
+        res->grad_floats = m->flat.numel + BENCH_TAIL;
         rc = allreduce_alone(par, res->grad_floats, o->ar_reps, &res->ar_alone_ms, err);
     }
     peso_optim_free(&opt);
@@ -405,7 +411,7 @@ static void print_measured(const bench_opts *o, const peso_par *par, const peso_
            "rank\n",
            par->gsize, o->threads, o->steps, o->warmup);
     printf("all-reduce: %zu floats (flat %zu + tail %d) = %.0f bytes per step\n\n", r->grad_floats,
-           m->flat.numel, PESO_LLAMA_GRAD_TAIL, bytes);
+           m->flat.numel, BENCH_TAIL, bytes);
     printf("| ranks | step (ms) | forward+backward (ms) | all-reduce in step (ms) | optimizer (ms) "
            "| all-reduce alone (ms) | bus bandwidth (GB/s) |\n|---|---|---|---|---|---|---|\n");
     char bw[32] = "-";
@@ -466,14 +472,14 @@ static void print_model(const bench_opts *o)
     peso_lora_conf lc = {.rank = o->rank, .alpha = 2.0 * o->rank, .targets = PESO_LORA_ALL};
     double params = (double)peso_llama_base_numel(&c), lora = (double)peso_lora_numel(&lc, &c);
     double codes = (double)LEVELS * CODES * c.hidden_size; /* stage 1: the code tokens' embedding rows */
-    double b2 = (lora + PESO_LLAMA_GRAD_TAIL) * sizeof(float), b1 = b2 + codes * sizeof(float);
+    double b2 = (lora + BENCH_TAIL) * sizeof(float), b1 = b2 + codes * sizeof(float);
     double comp = model_compute_s(gm, params);
     printf("MODEL, not a measurement: Llama-3.2-1B (%.4g parameters, tied head), LoRA r=%d on all 7 "
            "projections\n",
            params, o->rank);
     printf("  gradient per all-reduce: stage >= 2: %.0f floats = %.2f MB; stage 1 adds %d code rows x %d: "
            "%.2f MB\n",
-           lora + PESO_LLAMA_GRAD_TAIL, b2 / 1e6, LEVELS * CODES, c.hidden_size, b1 / 1e6);
+           lora + BENCH_TAIL, b2 / 1e6, LEVELS * CODES, c.hidden_size, b1 / 1e6);
     printf("  all-reduce = 2(k-1)/k x bytes / nvlink + 2(n-1)/n x bytes / ib + 2(g-1) x alpha\n"
            "  (g GPUs, k per node, n nodes; hierarchical ring; latency counted as a flat ring's steps)\n");
     printf("  parameters: --nvlink-gbs %g (GB/s per GPU, effective) --ib-gbs %g (GB/s per node, effective) "
