@@ -69,6 +69,14 @@ static int cpu_copy(peso_backend *be, void *dst, const void *src, size_t bytes, 
     return 0;
 }
 
+/* every operation has finished when it returns */
+static int cpu_sync(peso_backend *be, peso_err *err)
+{
+    (void)be;
+    (void)err;
+    return 0;
+}
+
 static void cpu_destroy(peso_backend *be)
 {
     cpu_ctx *c = be->ctx;
@@ -90,6 +98,7 @@ peso_backend *peso_backend_cpu_create(peso_err *err)
     be->weight_dtypes = 1u << PESO_F32;
     be->ctx = peso_calloc(1, sizeof(cpu_ctx));
     be->destroy = cpu_destroy;
+    be->sync = cpu_sync;
     be->alloc = cpu_alloc;
     be->free = cpu_free;
     be->zero = cpu_zero;
@@ -116,5 +125,7 @@ peso_backend *peso_backend_cpu_create(peso_err *err)
     be->prox_ortho = peso_cpu_prox_ortho;
     be->row_kl = peso_cpu_row_kl;
     be->gather_rows = peso_cpu_gather_rows;
+    be->log_softmax_sel = peso_cpu_log_softmax_sel;
+    be->decode_attention = peso_cpu_decode_attention;
     return be;
 }

@@ -69,6 +69,12 @@ int peso_cpu_gather_rows(peso_backend *be, float *dst, const float *src, int n_s
 int peso_cpu_row_kl(peso_backend *be, const float *z, const float *z_prev, const int32_t *lens,
                     int B, int T, int d, double scale, float *dz, double *value, peso_err *err);
 
+int peso_cpu_log_softmax_sel(peso_backend *be, float *out, float *lse, const float *x, int n, int V,
+                             const int32_t *sel, int n_sel, peso_err *err);
+int peso_cpu_decode_attention(peso_backend *be, const peso_decode_attn_shape *s, float *out, const float *q,
+                              const float *pk, const float *pv, const float *ok, const float *ov,
+                              peso_err *err);
+
 /* Working memory owned by be, grown on demand and kept until destroy:
  * one slice of at least per_thread floats for each of
  * omp_get_max_threads() threads, *slice floats apart (thread i uses

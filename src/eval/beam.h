@@ -6,7 +6,12 @@
  * the child's code token (peso_prompt_code_id(p, l, code)); the top
  * `beam` of all (beam, child) pairs survive, ties going to the lower trie
  * node id. A beam's children are distinct nodes, so the order is total and
- * the result deterministic. Items sharing a tuple share one leaf. */
+ * the result deterministic. Items sharing a tuple share one leaf.
+ *
+ * Only code tokens are ever read, so the decoder's selected columns are
+ * the code tokens of the trie's levels, level by level (code c of level l
+ * is column level_off[l] + c), and a step brings back [beams, n_cols]
+ * log-probabilities instead of [beams, vocabulary]. */
 #ifndef PESO_EVAL_BEAM_H
 #define PESO_EVAL_BEAM_H
 
@@ -26,10 +31,13 @@ typedef struct peso_beam_cand {
 typedef struct peso_beam {
     peso_decode dec;
     int beam, levels;
-    float *lp;             /* [beam, vocab] log-softmax of the last step */
-    peso_beam_cand *cand;  /* [beam * widest level] */
-    int32_t *parent, *tok; /* [beam] the next step's inputs */
-    peso_beam_cand *live;  /* [beam] */
+    float *lp;     /* [beam, n_cols] log-softmax of the last step at the selected columns */
+    int32_t *cols; /* [n_cols] the decoder's selected columns (code token ids) */
+    int n_cols;
+    int level_off[PESO_SEMID_MAX_LEVELS]; /* column of each level's code 0 */
+    peso_beam_cand *cand;                 /* [beam * widest level] */
+    int32_t *parent, *tok;                /* [beam] the next step's inputs */
+    peso_beam_cand *live;                 /* [beam] */
     int cap_cand;
 } peso_beam;
 

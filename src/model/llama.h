@@ -146,9 +146,8 @@ typedef struct peso_llama_hook {
     void *ctx;
 } peso_llama_hook;
 
-/* Scratch of the passes that read the head (peso_llama_logits, decode's
- * peso_llama_head_logits), grown only when a larger call arrives, so a
- * decode step allocates nothing. */
+/* Scratch of peso_llama_logits (the head's logits at selected
+ * positions), grown only when a larger call arrives. */
 typedef struct peso_llama_scratch {
     float *logits;     /* device [cap_logits] */
     float *host;       /* host [cap_logits] */

@@ -234,11 +234,23 @@ int peso_llama_observe(peso_llama *m, const peso_llama_batch *b, peso_err *err)
 
 /* One product per table segment (frozen rows, new rows): the segments
  * are separate buffers, so each lands in its own [n_pos, rows] block. */
+int peso_llama_head_parts(peso_llama *m, const float *hs, int n_pos, float *base, float *fresh, peso_err *err)
+{
+    peso_backend *be = m->be;
+    int C = m->cfg.hidden_size;
+    if (peso_linear(be, base, hs, m->head, m->head_dt, n_pos, m->base_vocab, C, 1.0f, 0.0f, err) < 0)
+        return -1;
+    if (m->n_new == 0)
+        return 0;
+    return peso_linear(be, fresh, hs, m->params + m->head_new_off, PESO_F32, n_pos, m->n_new, C, 1.0f, 0.0f,
+                       err);
+}
+
 int peso_llama_head_logits(peso_llama *m, const float *hs, int n_pos, float *out, peso_err *err)
 {
     peso_backend *be = m->be;
     peso_llama_scratch *sc = &m->scratch;
-    int V = m->cfg.vocab_size, Vb = m->base_vocab, C = m->cfg.hidden_size;
+    int V = m->cfg.vocab_size, Vb = m->base_vocab;
     size_t n = (size_t)n_pos * V, cap = sc->cap_logits;
     if (peso_llama_grow(be, (void **)&sc->logits, &sc->cap_logits, n, sizeof(float), "logits", err) < 0)
         return peso_err_prefix(err, "logits [%d, %d]", n_pos, V);
@@ -246,11 +258,8 @@ int peso_llama_head_logits(peso_llama *m, const float *hs, int n_pos, float *out
         free(sc->host);
         sc->host = peso_malloc(sc->cap_logits * sizeof(float));
     }
-    float *dev = sc->logits, *host = sc->host, *dnew = dev + (size_t)n_pos * Vb;
-    int rc = peso_linear(be, dev, hs, m->head, m->head_dt, n_pos, Vb, C, 1.0f, 0.0f, err);
-    if (rc == 0 && m->n_new)
-        rc = peso_linear(be, dnew, hs, m->params + m->head_new_off, PESO_F32, n_pos, m->n_new, C, 1.0f, 0.0f,
-                         err);
+    float *dev = sc->logits, *host = sc->host;
+    int rc = peso_llama_head_parts(m, hs, n_pos, dev, dev + (size_t)n_pos * Vb, err);
     if (rc == 0)
         rc = be->download(be, host, dev, n * sizeof(float), err);
     for (int p = 0; rc == 0 && p < n_pos; p++) {

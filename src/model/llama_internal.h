@@ -93,6 +93,13 @@ int peso_llama_past_backward(peso_llama *m, int mi, int N, float *dx, const floa
 int peso_llama_past_kept(const peso_llama *m);
 void peso_llama_past_free(peso_llama *m);
 
+/* The head's two products for n_pos hidden states hs (device, [n_pos,
+ * hidden], after the final norm): base [n_pos, base_vocab] from the
+ * frozen rows and, when there are new rows, fresh [n_pos, n_new] from
+ * the trained ones (device; a row's logits are its base row followed by
+ * its fresh row). */
+int peso_llama_head_parts(peso_llama *m, const float *hs, int n_pos, float *base, float *fresh,
+                          peso_err *err);
 /* Logits over the whole vocabulary for n_pos hidden states hs (device,
  * [n_pos, hidden], after the final norm) into out (host [n_pos, V]). */
 int peso_llama_head_logits(peso_llama *m, const float *hs, int n_pos, float *out, peso_err *err);

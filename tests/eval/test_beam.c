@@ -101,15 +101,30 @@ static void check_lp(world *w, const float *lp, const int32_t *ids, int n, const
 }
 
 /* Three steps with beams that fork, reorder and drop: each beam's step
- * log-probabilities equal a full forward of prompt + its tokens. */
-static void decode_equivalence(int tied)
+ * log-probabilities equal a full forward of prompt + its tokens. A
+ * shorter prompt and a step come first, so that the longer one grows the
+ * prefix cache over a used one; max_beams above 3 leaves cache slots
+ * that no live beam uses. */
+static void decode_equivalence(int tied, int max_beams)
 {
     world w;
     peso_decode d;
     peso_err err;
     world_open(&w, tied, 11 + tied);
-    cr_assert_eq(peso_decode_init(&d, w.s.m, 3, 3, &err), 0, "%s", err.msg);
-    float *lp = malloc((size_t)3 * w.V * sizeof(float));
+    cr_assert_eq(peso_decode_init(&d, w.s.m, max_beams, 3, &err), 0, "%s", err.msg);
+    cr_assert_eq(d.n_cols, w.V, "every column is selected at first");
+    float *lp = malloc((size_t)max_beams * w.V * sizeof(float));
+    const int short_len = PLEN - 4;
+    const int32_t short_parent[2] = {0, 0}, short_tok[2] = {w.base + 2, 3};
+    cr_assert_eq(peso_decode_prefill(&d, w.prompt, short_len, lp, &err), 0, "%s", err.msg);
+    check_lp(&w, lp, w.prompt, short_len, "short prefill");
+    cr_assert_eq(peso_decode_step(&d, 2, short_parent, short_tok, lp, &err), 0, "%s", err.msg);
+    for (int b = 0; b < 2; b++) {
+        int32_t seq[PLEN];
+        memcpy(seq, w.prompt, (size_t)short_len * sizeof *seq);
+        seq[short_len] = short_tok[b];
+        check_lp(&w, lp + (size_t)b * w.V, seq, short_len + 1, "short prompt's step");
+    }
     cr_assert_eq(peso_decode_prefill(&d, w.prompt, PLEN, lp, &err), 0, "%s", err.msg);
     check_lp(&w, lp, w.prompt, PLEN, "prefill");
     /* per step: parents and tokens; the beams' sequences are tracked here */
@@ -147,17 +162,74 @@ static void decode_equivalence(int tied)
 
 Test(beam, decode_equals_full_forward_untied)
 {
-    decode_equivalence(0);
+    decode_equivalence(0, 3);
 }
 
 Test(beam, decode_equals_full_forward_tied)
 {
-    decode_equivalence(1);
+    decode_equivalence(1, 3);
+}
+
+Test(beam, decode_equals_full_forward_wide_cache)
+{
+    decode_equivalence(0, 5);
+}
+
+/* Prefill and steps of forking beams, for the decoder d as it is: lp
+ * [1 + 2 + 2 rows, d.n_cols]. */
+static void run_selected(world *w, peso_decode *d, float *lp)
+{
+    peso_err err;
+    const int32_t par1[2] = {0, 0}, tok1[2] = {w->base + 1, 9}, par2[2] = {1, 1}, tok2[2] = {w->base + 5, 2};
+    size_t row = (size_t)d->n_cols;
+    cr_assert_eq(peso_decode_prefill(d, w->prompt, PLEN, lp, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_decode_step(d, 2, par1, tok1, lp + row, &err), 0, "%s", err.msg);
+    cr_assert_eq(peso_decode_step(d, 2, par2, tok2, lp + 3 * row, &err), 0, "%s", err.msg);
+}
+
+/* Selected columns (out of order, repeated, text and code tokens) are
+ * exactly those columns of the whole-vocabulary rows; NULL selects the
+ * whole vocabulary again; bad selections are refused and keep the last
+ * one. */
+Test(beam, decode_selected_columns)
+{
+    world w;
+    peso_decode d;
+    peso_err err;
+    world_open(&w, 0, 51);
+    cr_assert_eq(peso_decode_init(&d, w.s.m, 2, 2, &err), 0, "%s", err.msg);
+    float *full = malloc((size_t)5 * w.V * sizeof(float)), *again = malloc((size_t)5 * w.V * sizeof(float));
+    run_selected(&w, &d, full);
+    const int32_t cols[6] = {w.V - 1, 0, w.base + 5, w.base + 5, 7, w.base};
+    cr_assert_eq(peso_decode_select(&d, cols, 6, &err), 0, "%s", err.msg);
+    cr_assert_eq(d.n_cols, 6);
+    float sel[5 * 6];
+    run_selected(&w, &d, sel);
+    for (int r = 0; r < 5; r++)
+        for (int j = 0; j < 6; j++)
+            cr_assert(memcmp(&sel[r * 6 + j], &full[(size_t)r * w.V + cols[j]], sizeof(float)) == 0,
+                      "row %d column %d (token %d): %.9g, whole row %.9g", r, j, cols[j],
+                      (double)sel[r * 6 + j], (double)full[(size_t)r * w.V + cols[j]]);
+    const int32_t bad[2] = {3, w.V};
+    cr_assert_eq(peso_decode_select(&d, bad, 2, &err), -1);
+    cr_assert(strstr(err.msg, "column 1 is token"), "%s", err.msg);
+    cr_assert_eq(peso_decode_select(&d, cols, 0, &err), -1);
+    cr_assert(strstr(err.msg, "0 columns"), "%s", err.msg);
+    cr_assert_eq(d.n_cols, 6, "a refused selection keeps the last one");
+    cr_assert_eq(peso_decode_select(&d, NULL, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(d.n_cols, w.V);
+    run_selected(&w, &d, again);
+    cr_assert(memcmp(again, full, (size_t)5 * w.V * sizeof(float)) == 0,
+              "whole rows differ after reselecting");
+    free(full);
+    free(again);
+    peso_decode_free(&d);
+    world_close(&w);
 }
 
 /* No allocation in a decode step: with the backend's alloc counted, a
  * second prefill and steps of the same shapes allocate nothing (the
- * first may grow the scratch). */
+ * first may grow the scratch), nor does a second beam search. */
 static int (*real_alloc)(peso_backend *be, void **p, size_t bytes, peso_err *err);
 static int n_allocs;
 
@@ -187,7 +259,21 @@ Test(beam, decode_steps_allocate_nothing)
         if (round == 1)
             cr_assert_eq(n_allocs, 0, "a repeated prefill and 3 steps allocated %d times", n_allocs);
     }
+    peso_beam bs;
+    int32_t leaves[4];
+    double scores[4];
+    int n;
+    cr_assert_eq(peso_beam_init(&bs, w.s.m, 4, LEVELS, &err), 0, "%s", err.msg);
+    for (int round = 0; round < 2; round++) {
+        n_allocs = 0;
+        cr_assert_eq(peso_beam_search(&bs, &w.t, &w.p, w.prompt, PLEN, leaves, scores, &n, &err), 0, "%s",
+                     err.msg);
+        if (round == 1)
+            cr_assert_eq(n_allocs, 0, "a repeated beam search allocated %d times", n_allocs);
+    }
+    cr_assert_eq(bs.dec.n_cols, LEVELS * CODES, "the search selects the code tokens only");
     be->alloc = real_alloc;
+    peso_beam_free(&bs);
     free(lp);
     peso_decode_free(&d);
     world_close(&w);
