@@ -982,9 +982,11 @@ static void row_kl(eq *e)
             a.lens = eq_in(e, cases[ci].lens, (size_t)B * 4);
             if (v == 0)
                 a.dz = eq_out(e, nz * 4);
-            char cs[120];
-            snprintf(cs, sizeof cs, "B=%d T=%d d=%d lens=%d,%d,%d,%d %s", B, T, d, (int)cases[ci].lens[0],
-                     (int)cases[ci].lens[1], (int)cases[ci].lens[2], (int)cases[ci].lens[3], variants[v]);
+            char cs[120], lens[40] = "";
+            for (int b = 0, at = 0; b < B; b++)
+                at += snprintf(lens + at, sizeof lens - (size_t)at, "%s%d", b ? "," : "",
+                               (int)cases[ci].lens[b]);
+            snprintf(cs, sizeof cs, "B=%d T=%d d=%d lens=%s %s", B, T, d, lens, variants[v]);
             eq_run(e, "row_kl", cs, rk_call, &a);
             eq_check_value(e, "row_kl", cs, "value", a.value[1], a.value[0], EQ_TOL);
             if (v == 0)
