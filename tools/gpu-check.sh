@@ -144,7 +144,8 @@ prepare() {
     done
     tar -C "$stage" -cJf "$bundle/lib.tar.xz" .
     {
-        echo "commit $(git -C "$root" rev-parse HEAD)$(git -C "$root" diff --quiet HEAD -- src kernels tests || echo ' (with uncommitted changes)')"
+        echo "commit $(git -C "$root" rev-parse HEAD)$([ -z "$(git -C "$root" status --porcelain -- src kernels tests)" ] ||
+            echo ' (with uncommitted or untracked changes in src, kernels or tests)')"
         echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n)"
         echo "cuda $cuda"
         echo "programs ${programs[*]}"
