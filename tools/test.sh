@@ -37,4 +37,9 @@ if parts:
     for name, why in parts:
         print("  %s\n%s" % (name, "\n".join("      " + w for w in why)))
 PY
+# The same model, method, training and evaluation tests again with the
+# cpu backend's memory unreadable from the host (PESO_CPU_GUARD=1): what
+# would fault on a GPU faults here.
+echo "tools/test.sh: model, method, training and evaluation tests under PESO_CPU_GUARD=1"
+PESO_CPU_GUARD=1 ctest --test-dir build --output-on-failure -R '^(model|method|train|eval|semid)_' || rc=$?
 exit "$rc"

@@ -361,7 +361,9 @@ static void run_inflora(const char *preset, uint64_t seed)
     long n_tok[2] = {0, 0};
     for (int side = 0; side < 2; side++) {
         cov[side] = calloc(nc, sizeof(double));
-        cr_assert_eq(peso_inflora_cov_add(p.m[side], &v, cov[side], &n_tok[side], &err), 0, "%s", err.msg);
+        peso_inflora_cov w = {0};
+        cr_assert_eq(peso_inflora_cov_add(&w, p.m[side], &v, cov[side], &n_tok[side], &err), 0, "%s", err.msg);
+        peso_inflora_cov_free(&w, p.m[side]);
     }
     cr_assert_eq(n_tok[1], n_tok[0], "token counts differ");
     /* covariances, each element against sqrt(C_ii C_jj); A designed from
