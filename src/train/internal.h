@@ -85,9 +85,10 @@ typedef struct peso_step_out {
 } peso_step_out;
 
 /* The step's statistics that ride in the gradient all-reduce, as floats
- * after the flat (in the trainer's host staging buffer): summed over the train ranks, they give the step's data and
- * proximal sums, its tokens, how many ranks saw a non-finite loss and
- * whether any was asked to stop. */
+ * after the flat (in the trainer's host staging buffer, host_grads):
+ * summed over the train ranks, they give the step's data and proximal
+ * sums, its tokens, how many ranks saw a non-finite loss and whether any
+ * was asked to stop. */
 #define PESO_STEP_TAIL_N 5
 typedef struct peso_step_tail {
     double data, prox;
