@@ -260,32 +260,6 @@ static __global__ void log_softmax_sel_kernel(float *out, float *lse_out, const 
 
 /* ---- host side ---- */
 
-/* cpu_prox.c's check_call, the same checks and messages (it is static
- * there): nothing is queued unless every group of [lo, hi) is well
- * formed. */
-static int check_call(const char *what, const peso_prox_groups *gs, int lo, int hi, double lambda,
-                      const double *value, peso_err *err)
-{
-    if (!gs)
-        return peso_errf(err, "%s: gs is NULL, expected the groups", what);
-    if (!value)
-        return peso_errf(err, "%s: value is NULL, expected a host double", what);
-    if (lo < 0 || lo > hi || hi > gs->n)
-        return peso_errf(err, "%s: range [%d, %d), expected 0 <= lo <= hi <= %d", what, lo, hi, gs->n);
-    if (!isfinite(lambda))
-        return peso_errf(err, "%s: lambda=%g, expected a finite number", what, lambda);
-    for (int i = lo; i < hi; i++) {
-        const peso_prox_group *g = &gs->g[i];
-        if (g->n_seg < 1 || g->n_seg > 2)
-            return peso_errf(err, "%s: group %d has n_seg=%d, expected 1 or 2", what, i, g->n_seg);
-        size_t n = g->seg[0].n + (g->n_seg > 1 ? g->seg[1].n : 0);
-        if (n != g->numel)
-            return peso_errf(err, "%s: group %d has numel=%zu, expected %zu (its segments)", what, i,
-                             g->numel, n);
-    }
-    return 0;
-}
-
 /* The device copy of gs->g[0..n) (ctx prox_dev), uploaded only when the
  * groups differ from the last ones (ctx prox_host keeps the bytes it was
  * made from). gs->n >= 1. The cache is marked empty until the upload is
@@ -376,7 +350,7 @@ static int prox_run(peso_backend *be, prox_fn kernel, const char *name, const pe
 int peso_cuda_prox_kl(peso_backend *be, const peso_prox_groups *gs, int lo, int hi, const float *v,
                       const float *v_prev, double lambda, float *grad, double *value, peso_err *err)
 {
-    if (check_call("prox_kl", gs, lo, hi, lambda, value, err) < 0)
+    if (peso_prox_check("prox_kl", gs, lo, hi, lambda, value, err) < 0)
         return -1;
     return prox_run(be, prox_kl_kernel, "prox_kl_kernel", gs, lo, hi, v, v_prev, lambda, grad, value, err);
 }
@@ -384,7 +358,7 @@ int peso_cuda_prox_kl(peso_backend *be, const peso_prox_groups *gs, int lo, int 
 int peso_cuda_prox_l2(peso_backend *be, const peso_prox_groups *gs, int lo, int hi, const float *v,
                       const float *v_prev, double lambda, float *grad, double *value, peso_err *err)
 {
-    if (check_call("prox_l2", gs, lo, hi, lambda, value, err) < 0)
+    if (peso_prox_check("prox_l2", gs, lo, hi, lambda, value, err) < 0)
         return -1;
     return prox_run(be, prox_l2_kernel, "prox_l2_kernel", gs, lo, hi, v, v_prev, lambda, grad, value, err);
 }
@@ -393,7 +367,7 @@ int peso_cuda_prox_ortho(peso_backend *be, const peso_prox_groups *gs, int rank,
                          const float *v, const float *v_prev, double lambda, float *grad, double *value,
                          peso_err *err)
 {
-    if (check_call("prox_ortho", gs, lo, hi, lambda, value, err) < 0)
+    if (peso_prox_check("prox_ortho", gs, lo, hi, lambda, value, err) < 0)
         return -1;
     if (gs->how != PESO_PROX_MODULE)
         return peso_errf(err, "prox_ortho: gs grouping %d, expected the module groups (%d)", (int)gs->how,

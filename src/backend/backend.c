@@ -3,6 +3,7 @@
  * checks that make one contract for all implementations. */
 #include "backend/backend.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,5 +201,30 @@ int peso_decode_attn_check(const peso_decode_attn_shape *s, peso_err *err)
     if (s->own_stride < s->n_beam)
         return peso_errf(err, "decode_attention: own_stride=%d is below n_beam=%d", s->own_stride,
                          s->n_beam);
+    return 0;
+}
+
+/* The range, lambda and groups [lo, hi) of a call: nothing is computed
+ * (or written) unless every group of the range is well formed. */
+int peso_prox_check(const char *what, const peso_prox_groups *gs, int lo, int hi, double lambda,
+                      const double *value, peso_err *err)
+{
+    if (!gs)
+        return peso_errf(err, "%s: gs is NULL, expected the groups", what);
+    if (!value)
+        return peso_errf(err, "%s: value is NULL, expected a host double", what);
+    if (lo < 0 || lo > hi || hi > gs->n)
+        return peso_errf(err, "%s: range [%d, %d), expected 0 <= lo <= hi <= %d", what, lo, hi, gs->n);
+    if (!isfinite(lambda))
+        return peso_errf(err, "%s: lambda=%g, expected a finite number", what, lambda);
+    for (int i = lo; i < hi; i++) {
+        const peso_prox_group *g = &gs->g[i];
+        if (g->n_seg < 1 || g->n_seg > 2)
+            return peso_errf(err, "%s: group %d has n_seg=%d, expected 1 or 2", what, i, g->n_seg);
+        size_t n = g->seg[0].n + (g->n_seg > 1 ? g->seg[1].n : 0);
+        if (n != g->numel)
+            return peso_errf(err, "%s: group %d has numel=%zu, expected %zu (its segments)", what, i,
+                             g->numel, n);
+    }
     return 0;
 }

@@ -399,6 +399,10 @@ int peso_gemm_check(const peso_backend *be, const peso_gemm *g, peso_err *err);
 int peso_table_check(const peso_backend *be, const peso_table *t, const char *op, peso_err *err);
 int peso_attn_check(const peso_attn_shape *s, peso_err *err);
 int peso_decode_attn_check(const peso_decode_attn_shape *s, peso_err *err);
+/* The range, lambda and groups [lo, hi) of a prox_* call (what names the
+ * entry in the message). */
+int peso_prox_check(const char *what, const peso_prox_groups *gs, int lo, int hi, double lambda,
+                    const double *value, peso_err *err);
 
 #ifdef __cplusplus
 }

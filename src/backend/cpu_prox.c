@@ -8,31 +8,6 @@
 
 #include "backend/cpu.h"
 
-/* The range, lambda and groups [lo, hi) of a call: nothing is computed
- * (or written) unless every group of the range is well formed. */
-static int check_call(const char *what, const peso_prox_groups *gs, int lo, int hi, double lambda,
-                      const double *value, peso_err *err)
-{
-    if (!gs)
-        return peso_errf(err, "%s: gs is NULL, expected the groups", what);
-    if (!value)
-        return peso_errf(err, "%s: value is NULL, expected a host double", what);
-    if (lo < 0 || lo > hi || hi > gs->n)
-        return peso_errf(err, "%s: range [%d, %d), expected 0 <= lo <= hi <= %d", what, lo, hi, gs->n);
-    if (!isfinite(lambda))
-        return peso_errf(err, "%s: lambda=%g, expected a finite number", what, lambda);
-    for (int i = lo; i < hi; i++) {
-        const peso_prox_group *g = &gs->g[i];
-        if (g->n_seg < 1 || g->n_seg > 2)
-            return peso_errf(err, "%s: group %d has n_seg=%d, expected 1 or 2", what, i, g->n_seg);
-        size_t n = g->seg[0].n + (g->n_seg > 1 ? g->seg[1].n : 0);
-        if (n != g->numel)
-            return peso_errf(err, "%s: group %d has numel=%zu, expected %zu (its segments)", what, i,
-                             g->numel, n);
-    }
-    return 0;
-}
-
 static void gather(const peso_prox_group *g, const float *src, double *dst)
 {
     for (int s = 0; s < g->n_seg; s++) {
@@ -63,7 +38,7 @@ int peso_cpu_prox_kl(peso_backend *be, const peso_prox_groups *gs, int lo, int h
                      const float *v_prev, double lambda, float *grad, double *value, peso_err *err)
 {
     (void)be;
-    if (check_call("prox_kl", gs, lo, hi, lambda, value, err) < 0)
+    if (peso_prox_check("prox_kl", gs, lo, hi, lambda, value, err) < 0)
         return -1;
     size_t max_n = 1, work = 0;
     for (int i = lo; i < hi; i++) {
@@ -112,7 +87,7 @@ int peso_cpu_prox_l2(peso_backend *be, const peso_prox_groups *gs, int lo, int h
                      const float *v_prev, double lambda, float *grad, double *value, peso_err *err)
 {
     (void)be;
-    if (check_call("prox_l2", gs, lo, hi, lambda, value, err) < 0)
+    if (peso_prox_check("prox_l2", gs, lo, hi, lambda, value, err) < 0)
         return -1;
     size_t work = 0;
     for (int i = lo; i < hi; i++)
@@ -160,7 +135,7 @@ int peso_cpu_prox_ortho(peso_backend *be, const peso_prox_groups *gs, int rank, 
                         peso_err *err)
 {
     (void)be;
-    if (check_call("prox_ortho", gs, lo, hi, lambda, value, err) < 0)
+    if (peso_prox_check("prox_ortho", gs, lo, hi, lambda, value, err) < 0)
         return -1;
     if (gs->how != PESO_PROX_MODULE)
         return peso_errf(err, "prox_ortho: gs grouping %d, expected the module groups (%d)", (int)gs->how,
